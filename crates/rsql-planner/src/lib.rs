@@ -1,0 +1,10 @@
+//! From statements to jobs: the catalog, DataFusion-based query planning, changelog-mode
+//! inference and lowering to the runtime's dataflow graph.
+
+pub mod catalog;
+pub mod lower;
+pub mod planner;
+pub mod provider;
+
+pub use catalog::{Catalog, CatalogEntry};
+pub use planner::{InsertPlan, Session};

@@ -1,0 +1,596 @@
+//! Lowers DataFusion logical plans onto the dataflow graph, bottom-up, deciding each node's
+//! changelog mode and unique key on the way (where Flink would put ChangelogNormalize after an
+//! upsert source, and a SinkMaterializer before an upsert sink). Every lowered node's columns
+//! line up by position with its logical plan node's schema, so parent expressions compile against
+//! the logical schema. Anything the engine cannot run incrementally is a planning error that names
+//! the construct.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion_common::{DFSchema, DFSchemaRef, ScalarValue};
+use datafusion_expr::execution_props::ExecutionProps;
+use datafusion_expr::expr::{AggregateFunction, Alias};
+use datafusion_expr::logical_plan::{Aggregate, Join, JoinType, LogicalPlan, Projection, TableScan};
+use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion_expr::{Expr, ExprSchemable};
+use datafusion_physical_expr::create_physical_expr;
+use rsql_common::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use rsql_common::catalog::{ColumnKind, ObjectPath, TableDef};
+use rsql_common::{Result, RsqlError};
+use rsql_runtime::graph::{AggCall, AggFunc, JobGraph, JoinKind, Node, NodeId, NodeKind, PhysExpr};
+use rsql_runtime::{ChangelogMode, ConnectorRegistry, ProducedColumn};
+
+use crate::catalog::CatalogEntry;
+use crate::provider::CatalogTable;
+
+/// A lowered node: where it is and what its rows look like.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    pub id: NodeId,
+    pub mode: ChangelogMode,
+    pub unique_key: Option<Vec<usize>>,
+}
+
+pub struct Lowerer<'a> {
+    pub graph: JobGraph,
+    registry: &'a ConnectorRegistry,
+    /// Sources already in the graph, so a table read by several statements is read once.
+    sources: HashMap<ObjectPath, Lowered>,
+    /// Planner for computed columns of tables.
+    computed: &'a dyn Fn(&TableDef, &str, &DFSchema) -> Result<Expr>,
+}
+
+pub(crate) fn physical(e: &Expr, schema: &DFSchema) -> Result<PhysExpr> {
+    let props = ExecutionProps::new();
+    Ok(create_physical_expr(e, schema, &props, &PhysicalPlanningContext::default())?)
+}
+
+fn col_expr(i: usize, schema: &Schema) -> PhysExpr {
+    Arc::new(datafusion_physical_expr::expressions::Column::new(schema.field(i).name(), i))
+}
+
+fn unsupported(what: impl Into<String>) -> RsqlError {
+    RsqlError::unsupported(what)
+}
+
+fn arrow_schema(s: &DFSchemaRef) -> SchemaRef {
+    Arc::new(s.as_arrow().clone())
+}
+
+impl<'a> Lowerer<'a> {
+    pub fn new(registry: &'a ConnectorRegistry, computed: &'a dyn Fn(&TableDef, &str, &DFSchema) -> Result<Expr>) -> Self {
+        Lowerer { graph: JobGraph::default(), registry, sources: HashMap::new(), computed }
+    }
+
+    pub fn add(&mut self, kind: NodeKind, inputs: Vec<NodeId>, schema: SchemaRef, mode: ChangelogMode, unique_key: Option<Vec<usize>>, describe: String) -> Lowered {
+        let id = self.graph.add(Node { id: 0, kind, inputs, schema, mode: mode.clone(), unique_key: unique_key.clone(), describe });
+        Lowered { id, mode, unique_key }
+    }
+
+    pub fn schema_of(&self, id: NodeId) -> SchemaRef {
+        self.graph.node(id).schema.clone()
+    }
+
+    pub fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered> {
+        match plan {
+            LogicalPlan::TableScan(scan) => self.lower_scan(scan),
+            LogicalPlan::Projection(p) => self.lower_projection(p),
+            LogicalPlan::Filter(f) => {
+                let input = self.lower(&f.input)?;
+                let in_schema = f.input.schema();
+                let pred = physical(&f.predicate, in_schema)?;
+                let arrow = arrow_schema(in_schema);
+                let exprs = (0..arrow.fields().len()).map(|i| col_expr(i, &arrow)).collect();
+                let describe = format!("Calc(where=[{}])", f.predicate);
+                let kind = NodeKind::Calc { filter: Some(pred), exprs, filter_text: Some(f.predicate.to_string()), expr_texts: Vec::new() };
+                Ok(self.add(kind, vec![input.id], arrow, input.mode.clone(), input.unique_key.clone(), describe))
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
+            LogicalPlan::Join(j) => self.lower_join(j),
+            LogicalPlan::Aggregate(a) => self.lower_aggregate(a),
+            LogicalPlan::Union(u) => {
+                let inputs = u.inputs.iter().map(|i| self.lower(i)).collect::<Result<Vec<_>>>()?;
+                let schema = arrow_schema(&u.schema);
+                let mode = if inputs.iter().all(|i| i.mode.is_insert_only()) { ChangelogMode::InsertOnly } else { ChangelogMode::All };
+                // Inputs may differ from the union's schema in nullability only; align them.
+                let mut ids = Vec::new();
+                for (inp, plan) in inputs.iter().zip(&u.inputs) {
+                    let s = self.schema_of(inp.id);
+                    if s.fields().iter().zip(schema.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
+                        ids.push(inp.id);
+                    } else {
+                        let exprs = schema
+                            .fields()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, f)| {
+                                let c = Expr::Column(plan.schema().columns()[i].clone());
+                                physical(&c.cast_to(f.data_type(), plan.schema().as_ref())?, plan.schema())
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: Vec::new() };
+                        ids.push(self.add(kind, vec![inp.id], schema.clone(), inp.mode.clone(), None, "Calc(cast)".into()).id);
+                    }
+                }
+                Ok(self.add(NodeKind::Union, ids, schema, mode, None, "Union(all=[true])".into()))
+            }
+            LogicalPlan::Values(v) => {
+                let schema = arrow_schema(&v.schema);
+                let empty = DFSchema::empty();
+                let one = RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &RecordBatchOptions::new().with_row_count(Some(1)))?;
+                let mut cols: Vec<Vec<ScalarValue>> = vec![Vec::new(); schema.fields().len()];
+                for row in &v.values {
+                    for (j, e) in row.iter().enumerate() {
+                        let target = schema.field(j).data_type();
+                        let pe = physical(e, &empty)?;
+                        let arr = pe.evaluate(&one)?.into_array(1)?;
+                        let mut sv = ScalarValue::try_from_array(arr.as_ref(), 0)?;
+                        if sv.data_type() != *target {
+                            sv = sv.cast_to(target)?;
+                        }
+                        cols[j].push(sv);
+                    }
+                }
+                let arrays = cols
+                    .into_iter()
+                    .map(|c| ScalarValue::iter_to_array(c).map_err(RsqlError::from))
+                    .collect::<Result<Vec<_>>>()?;
+                let batch = RecordBatch::try_new_with_options(schema.clone(), arrays, &RecordBatchOptions::new().with_row_count(Some(v.values.len())))?;
+                let describe = format!("Values(tuples=[{} rows])", v.values.len());
+                Ok(self.add(NodeKind::Values { batches: vec![batch] }, vec![], schema, ChangelogMode::InsertOnly, None, describe))
+            }
+            LogicalPlan::EmptyRelation(e) => {
+                let schema = arrow_schema(&e.schema);
+                let rows = if e.produce_one_row { 1 } else { 0 };
+                let batch = RecordBatch::try_new_with_options(schema.clone(), vec![], &RecordBatchOptions::new().with_row_count(Some(rows)))?;
+                Ok(self.add(NodeKind::Values { batches: vec![batch] }, vec![], schema, ChangelogMode::InsertOnly, None, "Values(tuples=[[]])".into()))
+            }
+            LogicalPlan::Sort(_) => Err(unsupported(
+                "ORDER BY on a streaming query is not supported; remove it, or use ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) for Top-N",
+            )),
+            LogicalPlan::Limit(_) => Err(unsupported("LIMIT on a streaming query is not supported yet; remove it")),
+            LogicalPlan::Window(_) => Err(unsupported(
+                "OVER windows (ROW_NUMBER, Top-N, deduplication) are not supported yet",
+            )),
+            LogicalPlan::Distinct(_) => Err(unsupported("this form of DISTINCT is not supported yet; use GROUP BY")),
+            other => Err(unsupported(format!("{} is not supported in a streaming query yet", other.display()))),
+        }
+    }
+
+    fn lower_projection(&mut self, p: &Projection) -> Result<Lowered> {
+        let input = self.lower(&p.input)?;
+        let in_schema = p.input.schema();
+        let exprs = p.expr.iter().map(|e| physical(e, in_schema)).collect::<Result<Vec<_>>>()?;
+        // A key survives a projection when every key column is projected as a plain column.
+        let mut mapping: HashMap<usize, usize> = HashMap::new();
+        for (out_i, e) in p.expr.iter().enumerate() {
+            let inner = match e {
+                Expr::Alias(Alias { expr, .. }) => expr.as_ref(),
+                other => other,
+            };
+            if let Expr::Column(c) = inner {
+                if let Ok(idx) = in_schema.index_of_column(c) {
+                    mapping.entry(idx).or_insert(out_i);
+                }
+            }
+        }
+        let unique_key = input.unique_key.as_ref().and_then(|k| k.iter().map(|i| mapping.get(i).copied()).collect::<Option<Vec<_>>>());
+        let mode = match &input.mode {
+            ChangelogMode::Upsert { key } => {
+                let in_arrow = in_schema.as_arrow();
+                let names: Option<Vec<String>> = key
+                    .iter()
+                    .map(|k| in_arrow.index_of(k).ok().and_then(|i| mapping.get(&i)).map(|o| p.schema.field(*o).name().clone()))
+                    .collect();
+                match names {
+                    Some(key) => ChangelogMode::Upsert { key },
+                    None => ChangelogMode::All,
+                }
+            }
+            m => m.clone(),
+        };
+        let texts: Vec<String> = p.expr.iter().map(|e| e.to_string()).collect();
+        let describe = format!("Calc(select=[{}])", texts.join(", "));
+        let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: texts };
+        // Fuse with a filter directly below it.
+        let added = self.add(kind, vec![input.id], arrow_schema(&p.schema), mode, unique_key, describe);
+        Ok(self.fuse_calc(added))
+    }
+
+    /// Merges a projection Calc into a filter-only Calc below it (one pass over the batch).
+    fn fuse_calc(&mut self, top: Lowered) -> Lowered {
+        let top_node = self.graph.node(top.id).clone();
+        let Some(&below_id) = top_node.inputs.first() else { return top };
+        let below = self.graph.node(below_id).clone();
+        let consumers = self.graph.consumers();
+        if consumers[below_id].len() != 1 || below_id + 1 != top.id {
+            return top;
+        }
+        let (NodeKind::Calc { filter: Some(f), filter_text, .. }, NodeKind::Calc { filter: None, exprs, expr_texts, .. }) = (&below.kind, &top_node.kind) else {
+            return top;
+        };
+        // The filter Calc passes its input columns through unchanged, so the projection's
+        // expressions apply to the filter's input as they are.
+        let kind = NodeKind::Calc { filter: Some(f.clone()), exprs: exprs.clone(), filter_text: filter_text.clone(), expr_texts: expr_texts.clone() };
+        let describe = format!("Calc(select=[{}], where=[{}])", expr_texts.join(", "), filter_text.clone().unwrap_or_default());
+        // Replace the filter node in place and drop the projection node (it is the last one).
+        self.graph.nodes.pop();
+        let n = &mut self.graph.nodes[below_id];
+        n.kind = kind;
+        n.schema = top_node.schema.clone();
+        n.mode = top_node.mode.clone();
+        n.unique_key = top_node.unique_key.clone();
+        n.describe = describe;
+        Lowered { id: below_id, mode: top.mode, unique_key: top.unique_key }
+    }
+
+    fn lower_scan(&mut self, scan: &TableScan) -> Result<Lowered> {
+        let Some(ct) = scan.source.as_ref().downcast_ref::<CatalogTable>() else {
+            return Err(RsqlError::execution(format!("table {} has no rsql source", scan.table_name)));
+        };
+        if !scan.filters.is_empty() {
+            return Err(RsqlError::execution("filters pushed into a scan are not expected"));
+        }
+        let (base, full_schema): (Lowered, SchemaRef) = match &ct.entry {
+            CatalogEntry::View(v) => {
+                let plan = v.plan.clone();
+                let l = self.lower(&plan)?;
+                (l, Arc::new(plan.schema().as_arrow().clone()))
+            }
+            CatalogEntry::Table(t) => (self.table_source(&t)?, t.full_schema()),
+        };
+        // Project the scanned columns.
+        let projection: Vec<usize> = scan.projection.clone().unwrap_or_else(|| (0..full_schema.fields().len()).collect());
+        if projection.len() == full_schema.fields().len() && projection.iter().enumerate().all(|(i, p)| i == *p) {
+            return Ok(base);
+        }
+        let base_schema = self.schema_of(base.id);
+        let exprs: Vec<PhysExpr> = projection.iter().map(|&i| col_expr(i, &base_schema)).collect();
+        let out_schema = arrow_schema(&scan.projected_schema);
+        let unique_key = base.unique_key.as_ref().and_then(|k| k.iter().map(|i| projection.iter().position(|p| p == i)).collect::<Option<Vec<_>>>());
+        let mode = match &base.mode {
+            ChangelogMode::Upsert { key } if key.iter().all(|k| out_schema.index_of(k).is_ok()) => base.mode.clone(),
+            ChangelogMode::Upsert { .. } => ChangelogMode::All,
+            m => m.clone(),
+        };
+        let names: Vec<String> = projection.iter().map(|&i| full_schema.field(i).name().clone()).collect();
+        let describe = format!("Calc(select=[{}])", names.join(", "));
+        let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: names };
+        Ok(self.add(kind, vec![base.id], out_schema, mode, unique_key, describe))
+    }
+
+    /// The source of a table with all its columns (physical, metadata, computed), shared by every
+    /// statement that reads the table; upsert sources get their ChangelogNormalize here.
+    fn table_source(&mut self, t: &Arc<TableDef>) -> Result<Lowered> {
+        if let Some(l) = self.sources.get(&t.path) {
+            return Ok(l.clone());
+        }
+        let factory = self.registry.validate(t)?;
+        if !factory.supports_source() {
+            return Err(RsqlError::validation(
+                format!("connector '{}' of table {} can only be written to, not read", factory.name(), t.path),
+                Some(t.location),
+            ));
+        }
+        let info = factory.source_info(t)?;
+        // The source produces physical and metadata columns in declaration order.
+        let mut produced = Vec::new();
+        for c in &t.columns {
+            match &c.kind {
+                ColumnKind::Physical => produced.push(ProducedColumn::Physical { name: c.name.clone(), ty: c.ty.clone() }),
+                ColumnKind::Metadata { .. } => produced.push(ProducedColumn::Metadata {
+                    key: c.metadata_key().unwrap_or(&c.name).to_string(),
+                    name: c.name.clone(),
+                    ty: c.ty.clone(),
+                }),
+                ColumnKind::Computed(_) => {}
+            }
+        }
+        let upsert = matches!(info.changelog_mode, ChangelogMode::Upsert { .. });
+        // Upsert sources send deletes with only the key set: their rows are nullable until
+        // ChangelogNormalize restores the full row.
+        let src_fields: Vec<Field> = produced.iter().map(|p| p.ty().to_field(p.name()).with_nullable(p.ty().nullable || upsert)).collect();
+        let src_schema = Arc::new(Schema::new(src_fields));
+        let pk: Option<Vec<usize>> = t.primary_key.as_ref().and_then(|pk| pk.iter().map(|k| produced.iter().position(|p| p.name() == k)).collect());
+        let describe = format!("TableSourceScan(table=[[{}, {}, {}]], fields=[{}])", t.path.catalog, t.path.database, t.path.name, produced.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "));
+        let mode_unique = match &info.changelog_mode {
+            ChangelogMode::InsertOnly => None,
+            _ => pk.clone(),
+        };
+        let mut cur = self.add(
+            NodeKind::Source { table: t.clone(), columns: produced.clone(), factory },
+            vec![],
+            src_schema,
+            info.changelog_mode.clone(),
+            mode_unique,
+            describe,
+        );
+        if upsert {
+            let key = pk.clone().ok_or_else(|| {
+                RsqlError::validation(format!("table {} reads an upsert stream and needs a PRIMARY KEY", t.path), Some(t.location))
+            })?;
+            let schema = Arc::new(Schema::new(produced.iter().map(|p| p.ty().to_field(p.name())).collect::<Vec<_>>()));
+            let names: Vec<&str> = key.iter().map(|i| produced[*i].name()).collect();
+            let describe = format!("ChangelogNormalize(key=[{}])", names.join(", "));
+            cur = self.add(NodeKind::ChangelogNormalize { key: key.clone() }, vec![cur.id], schema, ChangelogMode::All, Some(key), describe);
+        }
+        // Computed columns: evaluate them after the source, in declaration order.
+        if t.columns.iter().any(|c| matches!(c.kind, ColumnKind::Computed(_))) {
+            let src = self.schema_of(cur.id);
+            let df = DFSchema::try_from(src.as_ref().clone())?;
+            let mut exprs: Vec<PhysExpr> = Vec::new();
+            let mut fields = Vec::new();
+            let mut texts = Vec::new();
+            for c in &t.columns {
+                match &c.kind {
+                    ColumnKind::Computed(sql) => {
+                        let e = (self.computed)(t, sql, &df)?;
+                        let (dt, nullable) = e.to_field(&df).map(|(_, f)| (f.data_type().clone(), f.is_nullable()))?;
+                        fields.push(Field::new(&c.name, dt, nullable));
+                        exprs.push(physical(&e, &df)?);
+                        texts.push(format!("{sql} AS {}", c.name));
+                    }
+                    _ => {
+                        let i = src.index_of(&c.name)?;
+                        fields.push(src.field(i).clone());
+                        exprs.push(col_expr(i, &src));
+                        texts.push(c.name.clone());
+                    }
+                }
+            }
+            let pos = |name: &str| t.columns.iter().position(|c| c.name == name);
+            let unique_key = t.primary_key.as_ref().and_then(|pk| pk.iter().map(|k| pos(k)).collect());
+            let describe = format!("Calc(select=[{}])", texts.join(", "));
+            let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: texts };
+            let mode = cur.mode.clone();
+            cur = self.add(kind, vec![cur.id], Arc::new(Schema::new(fields)), mode, unique_key, describe);
+        }
+        self.sources.insert(t.path.clone(), cur.clone());
+        Ok(cur)
+    }
+
+    /// Makes sure every join key is a plain column of its side, appending computed keys.
+    fn key_columns(&mut self, side: &Lowered, plan: &LogicalPlan, keys: &[Expr]) -> Result<(Lowered, Vec<usize>, usize)> {
+        let schema = plan.schema();
+        let mut idx = Vec::new();
+        let mut extra: Vec<&Expr> = Vec::new();
+        let n = schema.fields().len();
+        for k in keys {
+            match k {
+                Expr::Column(c) => idx.push(schema.index_of_column(c)?),
+                other => {
+                    idx.push(n + extra.len());
+                    extra.push(other);
+                }
+            }
+        }
+        if extra.is_empty() {
+            return Ok((side.clone(), idx, 0));
+        }
+        let arrow = schema.as_arrow();
+        let mut exprs: Vec<PhysExpr> = (0..n).map(|i| col_expr(i, arrow)).collect();
+        let mut fields: Vec<Field> = arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for (j, e) in extra.iter().enumerate() {
+            let (dt, nullable) = e.to_field(schema).map(|(_, f)| (f.data_type().clone(), f.is_nullable()))?;
+            fields.push(Field::new(format!("$join_key{j}"), dt, nullable));
+            exprs.push(physical(e, schema)?);
+        }
+        let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: extra.iter().map(|e| e.to_string()).collect() };
+        let describe = format!("Calc(join keys=[{}])", extra.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "));
+        let l = self.add(kind, vec![side.id], Arc::new(Schema::new(fields)), side.mode.clone(), side.unique_key.clone(), describe);
+        Ok((l, idx, extra.len()))
+    }
+
+    fn lower_join(&mut self, j: &Join) -> Result<Lowered> {
+        let kind = match j.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            other => return Err(unsupported(format!("{other} joins (from IN / EXISTS subqueries) are not supported yet"))),
+        };
+        if j.on.is_empty() {
+            return Err(unsupported(
+                "a join without an equality condition (a cross join or a non-equi join) is not supported; join on equal columns",
+            ));
+        }
+        let left = self.lower(&j.left)?;
+        let right = self.lower(&j.right)?;
+        let lkeys: Vec<Expr> = j.on.iter().map(|(l, _)| l.clone()).collect();
+        let rkeys: Vec<Expr> = j.on.iter().map(|(_, r)| r.clone()).collect();
+        let (left, lidx, lextra) = self.key_columns(&left, &j.left, &lkeys)?;
+        let (right, ridx, rextra) = self.key_columns(&right, &j.right, &rkeys)?;
+        let ls = self.schema_of(left.id);
+        let rs = self.schema_of(right.id);
+        // The joined row as the operator builds it: left columns (+ keys), right columns (+ keys).
+        let out_schema = arrow_schema(&j.schema);
+        let nl = j.left.schema().fields().len();
+        let nr = j.right.schema().fields().len();
+        let mut fields: Vec<Field> = Vec::new();
+        for (i, f) in ls.fields().iter().enumerate() {
+            let nullable = if i < nl { out_schema.field(i).is_nullable() } else { true };
+            fields.push(f.as_ref().clone().with_nullable(nullable || kind.right_outer()));
+        }
+        for (i, f) in rs.fields().iter().enumerate() {
+            let nullable = if i < nr { out_schema.field(nl + i).is_nullable() } else { true };
+            fields.push(f.as_ref().clone().with_nullable(nullable || kind.left_outer()));
+        }
+        let wide = lextra + rextra > 0;
+        let join_schema = if wide {
+            Arc::new(Schema::new(fields.iter().enumerate().map(|(i, f)| f.clone().with_name(format!("${i}"))).collect::<Vec<_>>()))
+        } else {
+            out_schema.clone()
+        };
+        let filter = match &j.filter {
+            None => None,
+            Some(f) if !wide => Some(physical(f, &j.schema)?),
+            Some(_) => return Err(unsupported("a join with both computed join keys and a non-equi condition is not supported yet")),
+        };
+        // Keys and modes.
+        let lw = ls.fields().len();
+        let unique_key = match (kind, &left.unique_key, &right.unique_key) {
+            (JoinKind::Inner, Some(lk), Some(rk)) => {
+                if lk.iter().all(|k| lidx.contains(k)) {
+                    Some(rk.iter().map(|k| k + lw).collect())
+                } else if rk.iter().all(|k| ridx.contains(k)) {
+                    Some(lk.clone())
+                } else {
+                    Some(lk.iter().copied().chain(rk.iter().map(|k| k + lw)).collect())
+                }
+            }
+            (_, Some(lk), Some(rk)) => Some(lk.iter().copied().chain(rk.iter().map(|k| k + lw)).collect()),
+            _ => None,
+        };
+        let mode = if kind == JoinKind::Inner && left.mode.is_insert_only() && right.mode.is_insert_only() {
+            ChangelogMode::InsertOnly
+        } else {
+            ChangelogMode::All
+        };
+        let on_text: Vec<String> = j.on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+        let describe = format!(
+            "Join(joinType=[{}], where=[{}{}])",
+            match kind {
+                JoinKind::Inner => "InnerJoin",
+                JoinKind::Left => "LeftOuterJoin",
+                JoinKind::Right => "RightOuterJoin",
+                JoinKind::Full => "FullOuterJoin",
+            },
+            on_text.join(" AND "),
+            j.filter.as_ref().map(|f| format!(" AND {f}")).unwrap_or_default()
+        );
+        let joined = self.add(
+            NodeKind::Join { kind, left_keys: lidx, right_keys: ridx, filter },
+            vec![left.id, right.id],
+            join_schema.clone(),
+            mode.clone(),
+            unique_key.clone(),
+            describe,
+        );
+        if !wide {
+            return Ok(joined);
+        }
+        // Drop the appended key columns again.
+        let keep: Vec<usize> = (0..nl).chain(lw..lw + nr).collect();
+        let exprs: Vec<PhysExpr> = keep.iter().map(|&i| col_expr(i, &join_schema)).collect();
+        let uk = unique_key.and_then(|k| k.iter().map(|i| keep.iter().position(|x| x == i)).collect());
+        let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: Vec::new() };
+        Ok(self.add(kind, vec![joined.id], out_schema, mode, uk, "Calc(drop join keys)".into()))
+    }
+
+    fn lower_aggregate(&mut self, a: &Aggregate) -> Result<Lowered> {
+        let input = self.lower(&a.input)?;
+        let in_schema = a.input.schema();
+        for g in &a.group_expr {
+            if matches!(g, Expr::GroupingSet(_)) {
+                return Err(unsupported("GROUPING SETS, ROLLUP and CUBE are not supported yet"));
+            }
+        }
+        // Pre-projection: group expressions, then each aggregate's argument and filter.
+        let mut pre_exprs: Vec<PhysExpr> = Vec::new();
+        let mut pre_fields: Vec<Field> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        for (i, g) in a.group_expr.iter().enumerate() {
+            let (dt, nullable) = g.to_field(in_schema).map(|(_, f)| (f.data_type().clone(), f.is_nullable()))?;
+            pre_fields.push(Field::new(format!("$g{i}"), dt, nullable));
+            pre_exprs.push(physical(g, in_schema)?);
+            texts.push(g.to_string());
+        }
+        let out_schema = arrow_schema(&a.schema);
+        let ng = a.group_expr.len();
+        let mut calls = Vec::new();
+        for (j, e) in a.aggr_expr.iter().enumerate() {
+            let inner = match e {
+                Expr::Alias(Alias { expr, .. }) => expr.as_ref(),
+                other => other,
+            };
+            let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+                return Err(unsupported(format!("aggregate expression {e}")));
+            };
+            if !params.order_by.is_empty() {
+                return Err(unsupported(format!("ORDER BY inside {} is not supported yet", func.name())));
+            }
+            let name = func.name().to_ascii_lowercase();
+            let is_count_star = name == "count"
+                && params.args.len() == 1
+                && matches!(&params.args[0], Expr::Literal(v, _) if !v.is_null());
+            let mut sep = ",".to_string();
+            let func_kind = match name.as_str() {
+                "count" if is_count_star => AggFunc::CountStar,
+                "count" => AggFunc::Count,
+                "sum" => AggFunc::Sum,
+                "avg" | "mean" => AggFunc::Avg,
+                "min" => AggFunc::Min,
+                "max" => AggFunc::Max,
+                "first_value" => AggFunc::FirstValue,
+                "last_value" => AggFunc::LastValue,
+                "string_agg" | "listagg" => {
+                    if let Some(Expr::Literal(ScalarValue::Utf8(Some(s)), _)) = params.args.get(1) {
+                        sep = s.clone();
+                    }
+                    AggFunc::ListAgg(sep.clone())
+                }
+                other => return Err(unsupported(format!("the aggregate function {} is not supported yet", other.to_uppercase()))),
+            };
+            let arg = match func_kind {
+                AggFunc::CountStar => None,
+                _ => {
+                    let Some(arg) = params.args.first() else {
+                        return Err(unsupported(format!("{} without an argument", func.name())));
+                    };
+                    if params.args.len() > 1 && !matches!(func_kind, AggFunc::ListAgg(_)) {
+                        return Err(unsupported(format!("{} with {} arguments", func.name(), params.args.len())));
+                    }
+                    let (dt, nullable) = arg.to_field(in_schema).map(|(_, f)| (f.data_type().clone(), f.is_nullable()))?;
+                    pre_fields.push(Field::new(format!("$a{j}"), dt, nullable));
+                    pre_exprs.push(physical(arg, in_schema)?);
+                    texts.push(arg.to_string());
+                    Some(pre_exprs.len() - 1)
+                }
+            };
+            let filter = match &params.filter {
+                None => None,
+                Some(f) => {
+                    pre_fields.push(Field::new(format!("$f{j}"), DataType::Boolean, true));
+                    pre_exprs.push(physical(f, in_schema)?);
+                    texts.push(f.to_string());
+                    Some(pre_exprs.len() - 1)
+                }
+            };
+            calls.push(AggCall {
+                func: func_kind,
+                arg,
+                distinct: params.distinct,
+                filter,
+                output_type: out_schema.field(ng + j).data_type().clone(),
+                name: e.schema_name().to_string(),
+            });
+        }
+        let pre_schema = Arc::new(Schema::new(pre_fields));
+        let pre = self.add(
+            NodeKind::Calc { filter: None, exprs: pre_exprs, filter_text: None, expr_texts: texts.clone() },
+            vec![input.id],
+            pre_schema,
+            input.mode.clone(),
+            None,
+            format!("Calc(select=[{}])", texts.join(", ")),
+        );
+        let group: Vec<usize> = (0..ng).collect();
+        let agg_text: Vec<String> = a.aggr_expr.iter().map(|e| e.schema_name().to_string()).collect();
+        let group_names: Vec<String> = (0..ng).map(|i| out_schema.field(i).name().clone()).collect();
+        let describe = if ng == 0 {
+            format!("GroupAggregate(select=[{}])", agg_text.join(", "))
+        } else {
+            format!("GroupAggregate(groupBy=[{}], select=[{}])", group_names.join(", "), agg_text.join(", "))
+        };
+        Ok(self.add(
+            NodeKind::GroupAggregate { group: group.clone(), aggs: calls },
+            vec![pre.id],
+            out_schema,
+            ChangelogMode::All,
+            Some(group),
+            describe,
+        ))
+    }
+}

@@ -1,0 +1,171 @@
+//! DataFusion's view of our catalog: a ContextProvider that resolves table names against the
+//! session's catalog and offers the built-in scalar, aggregate and window functions.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion_common::arrow::datatypes::{DataType, SchemaRef};
+use datafusion_common::config::ConfigOptions;
+use datafusion_common::{plan_err, DataFusionError, TableReference};
+use datafusion_expr::planner::{ContextProvider, ExprPlanner};
+use datafusion_expr::{AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
+use rsql_common::catalog::ObjectPath;
+use rsql_common::options::did_you_mean;
+
+use crate::catalog::{Catalog, CatalogEntry};
+
+/// A table or view as DataFusion sees it.
+#[derive(Debug)]
+pub struct CatalogTable {
+    pub path: ObjectPath,
+    pub entry: CatalogEntry,
+    pub schema: SchemaRef,
+}
+
+impl TableSource for CatalogTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
+        match &self.entry {
+            CatalogEntry::View(v) => Some(Cow::Borrowed(v.plan.as_ref())),
+            CatalogEntry::Table(_) => None,
+        }
+    }
+}
+
+/// The functions the planner knows, built once per session.
+pub struct Functions {
+    pub scalar: HashMap<String, Arc<ScalarUDF>>,
+    pub aggregate: HashMap<String, Arc<AggregateUDF>>,
+    pub window: HashMap<String, Arc<WindowUDF>>,
+    pub planners: Vec<Arc<dyn ExprPlanner>>,
+    pub options: ConfigOptions,
+}
+
+impl Default for Functions {
+    fn default() -> Self {
+        let mut scalar = HashMap::new();
+        for f in datafusion_functions::all_default_functions() {
+            for a in f.aliases() {
+                scalar.insert(a.to_string(), f.clone());
+            }
+            scalar.insert(f.name().to_string(), f);
+        }
+        let mut aggregate = HashMap::new();
+        for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
+            for a in f.aliases() {
+                aggregate.insert(a.to_string(), f.clone());
+            }
+            aggregate.insert(f.name().to_string(), f);
+        }
+        // Flink's LISTAGG is STRING_AGG with an optional separator.
+        if let Some(f) = aggregate.get("string_agg").cloned() {
+            aggregate.insert("listagg".into(), f);
+        }
+        let mut window = HashMap::new();
+        for f in datafusion_functions_window::all_default_window_functions() {
+            for a in f.aliases() {
+                window.insert(a.to_string(), f.clone());
+            }
+            window.insert(f.name().to_string(), f);
+        }
+        let planners: Vec<Arc<dyn ExprPlanner>> = vec![
+            Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
+            Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
+            Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),
+            Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
+            Arc::new(datafusion_functions_window::planner::WindowFunctionPlanner),
+        ];
+        let mut options = ConfigOptions::default();
+        options.sql_parser.enable_ident_normalization = false;
+        options.sql_parser.parse_float_as_decimal = true;
+        options.sql_parser.map_string_types_to_utf8view = false;
+        options.execution.time_zone = Some("UTC".into());
+        Functions { scalar, aggregate, window, planners, options }
+    }
+}
+
+pub struct Provider<'a> {
+    pub catalog: &'a Catalog,
+    pub functions: &'a Functions,
+}
+
+impl ContextProvider for Provider<'_> {
+    fn get_table_source(&self, name: TableReference) -> datafusion_common::Result<Arc<dyn TableSource>> {
+        let parts: Vec<String> = match &name {
+            TableReference::Bare { table } => vec![table.to_string()],
+            TableReference::Partial { schema, table } => vec![schema.to_string(), table.to_string()],
+            TableReference::Full { catalog, schema, table } => vec![catalog.to_string(), schema.to_string(), table.to_string()],
+        };
+        let Some(path) = self.catalog.qualify_parts(&parts) else {
+            return plan_err!("'{name}' is not a valid table name");
+        };
+        match self.catalog.lookup(&path) {
+            Some(entry) => {
+                let schema = match entry {
+                    CatalogEntry::Table(t) => t.full_schema(),
+                    CatalogEntry::View(v) => Arc::new(v.plan.schema().as_arrow().clone()),
+                };
+                Ok(Arc::new(CatalogTable { path, entry: entry.clone(), schema }))
+            }
+            None => {
+                let cands = self
+                    .catalog
+                    .database(&path.catalog, &path.database)
+                    .map(|d| d.objects.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let hint = match did_you_mean(&path.name, cands.iter().map(|s| s.as_str())) {
+                    Some(s) => format!("; did you mean '{s}'?"),
+                    None => String::new(),
+                };
+                Err(DataFusionError::Plan(format!("table {path} does not exist{hint}")))
+            }
+        }
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.functions.scalar.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
+        None
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.functions.aggregate.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        self.functions.window.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        &self.functions.planners
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        &self.functions.options
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.functions.scalar.keys().cloned().collect()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.functions.aggregate.keys().cloned().collect()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        self.functions.window.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,198 @@
+//! The dataflow graph a planned job becomes: nodes in topological order (every input has a
+//! smaller id than its consumer), each with its output schema, changelog mode and unique key.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion_physical_expr::PhysicalExpr;
+use rsql_common::arrow::datatypes::{DataType, SchemaRef};
+use rsql_common::arrow::record_batch::RecordBatch;
+use rsql_common::catalog::TableDef;
+use rsql_common::Result;
+
+use crate::connector::{ChangelogMode, ConnectorFactory, ProducedColumn, Sink};
+
+pub type NodeId = usize;
+pub type PhysExpr = Arc<dyn PhysicalExpr>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinKind {
+    pub fn left_outer(self) -> bool {
+        matches!(self, JoinKind::Left | JoinKind::Full)
+    }
+    pub fn right_outer(self) -> bool {
+        matches!(self, JoinKind::Right | JoinKind::Full)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AggFunc {
+    /// COUNT(*) counts rows.
+    CountStar,
+    /// COUNT(x) counts non-null values.
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    FirstValue,
+    LastValue,
+    /// LISTAGG / STRING_AGG with its separator.
+    ListAgg(String),
+}
+
+impl fmt::Display for AggFunc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AggFunc::CountStar => f.write_str("COUNT(*)"),
+            AggFunc::Count => f.write_str("COUNT"),
+            AggFunc::Sum => f.write_str("SUM"),
+            AggFunc::Avg => f.write_str("AVG"),
+            AggFunc::Min => f.write_str("MIN"),
+            AggFunc::Max => f.write_str("MAX"),
+            AggFunc::FirstValue => f.write_str("FIRST_VALUE"),
+            AggFunc::LastValue => f.write_str("LAST_VALUE"),
+            AggFunc::ListAgg(_) => f.write_str("LISTAGG"),
+        }
+    }
+}
+
+/// One aggregate call: function, argument column of the input, DISTINCT, output type.
+#[derive(Clone, Debug)]
+pub struct AggCall {
+    pub func: AggFunc,
+    pub arg: Option<usize>,
+    pub distinct: bool,
+    /// A BOOLEAN input column from `FILTER (WHERE ...)`.
+    pub filter: Option<usize>,
+    pub output_type: DataType,
+    pub name: String,
+}
+
+/// Creates the sink of a sink node when the job starts.
+pub type SinkFactoryFn = Arc<dyn Fn() -> Result<Box<dyn Sink>> + Send + Sync>;
+
+#[derive(Clone)]
+pub enum NodeKind {
+    Source { table: Arc<TableDef>, columns: Vec<ProducedColumn>, factory: Arc<dyn ConnectorFactory> },
+    Values { batches: Vec<RecordBatch> },
+    /// Filter then project, on whole batches.
+    Calc { filter: Option<PhysExpr>, exprs: Vec<PhysExpr>, filter_text: Option<String>, expr_texts: Vec<String> },
+    /// Upserts keyed by `key` become a proper changelog (+I, -U/+U, -D); duplicates are dropped.
+    ChangelogNormalize { key: Vec<usize> },
+    /// Regular equi-join with state on both sides; `filter` runs over the joined row.
+    Join { kind: JoinKind, left_keys: Vec<usize>, right_keys: Vec<usize>, filter: Option<PhysExpr> },
+    /// GROUP BY the leading `group` input columns; aggregates over input columns.
+    GroupAggregate { group: Vec<usize>, aggs: Vec<AggCall> },
+    /// UNION ALL of inputs with one schema.
+    Union,
+    /// Keeps the rows of an updating stream per sink primary key so that retractions of older
+    /// rows do not delete a key that still has a row (Flink's SinkUpsertMaterializer).
+    SinkMaterializer { key: Vec<usize> },
+    Sink { label: String, create: SinkFactoryFn },
+}
+
+impl fmt::Debug for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl NodeKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeKind::Source { .. } => "TableSourceScan",
+            NodeKind::Values { .. } => "Values",
+            NodeKind::Calc { .. } => "Calc",
+            NodeKind::ChangelogNormalize { .. } => "ChangelogNormalize",
+            NodeKind::Join { .. } => "Join",
+            NodeKind::GroupAggregate { .. } => "GroupAggregate",
+            NodeKind::Union => "Union",
+            NodeKind::SinkMaterializer { .. } => "SinkMaterializer",
+            NodeKind::Sink { .. } => "Sink",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub inputs: Vec<NodeId>,
+    pub schema: SchemaRef,
+    pub mode: ChangelogMode,
+    /// Columns whose values identify a row of this stream, when known.
+    pub unique_key: Option<Vec<usize>>,
+    /// What EXPLAIN prints for the node.
+    pub describe: String,
+}
+
+/// A job: one or more pipelines from sources to sinks.
+#[derive(Clone, Debug, Default)]
+pub struct JobGraph {
+    pub nodes: Vec<Node>,
+}
+
+impl JobGraph {
+    pub fn add(&mut self, mut node: Node) -> NodeId {
+        node.id = self.nodes.len();
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    /// The consumers of each node.
+    pub fn consumers(&self) -> Vec<Vec<NodeId>> {
+        let mut out = vec![Vec::new(); self.nodes.len()];
+        for n in &self.nodes {
+            for &i in &n.inputs {
+                out[i].push(n.id);
+            }
+        }
+        out
+    }
+
+    /// The plan as an indented tree per sink, with changelog modes and unique keys, in the
+    /// spirit of Flink's EXPLAIN CHANGELOG_MODE.
+    pub fn explain(&self, with_changelog: bool) -> String {
+        let consumers = self.consumers();
+        let mut out = String::new();
+        for n in &self.nodes {
+            if consumers[n.id].is_empty() {
+                self.explain_node(n.id, 0, with_changelog, &mut out);
+            }
+        }
+        out
+    }
+
+    fn explain_node(&self, id: NodeId, depth: usize, with_changelog: bool, out: &mut String) {
+        let n = &self.nodes[id];
+        let indent = if depth == 0 { String::new() } else { format!("{}+- ", ":  ".repeat(depth - 1)) };
+        out.push_str(&indent);
+        out.push_str(&n.describe);
+        if with_changelog {
+            out.push_str(&format!(", changelogMode=[{}]", n.mode.flink_notation()));
+            if let Some(k) = &n.unique_key {
+                let names: Vec<&str> = k.iter().map(|i| n.schema.field(*i).name().as_str()).collect();
+                out.push_str(&format!(", uniqueKeys=[{}]", names.join(", ")));
+            }
+            if let ChangelogMode::Upsert { key } = &n.mode {
+                out.push_str(&format!(", upsertKey=[{}]", key.join(", ")));
+            }
+        }
+        out.push('\n');
+        for &i in &n.inputs {
+            self.explain_node(i, depth + 1, with_changelog, out);
+        }
+    }
+}

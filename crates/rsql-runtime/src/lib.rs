@@ -1,0 +1,13 @@
+//! The streaming engine: changelog operators over Arrow batches, keyed state, the connector
+//! contract, the dataflow graph, and the executor that runs it on tokio.
+
+pub mod connector;
+pub mod executor;
+pub mod graph;
+pub mod operators;
+
+pub use connector::{
+    ChangelogMode, ConnectorFactory, ConnectorRegistry, Message, ProducedColumn, Sink, Source, SourceContext, SourceInfo,
+};
+pub use executor::{start_job, JobOptions, RunningJob};
+pub use graph::{AggCall, AggFunc, JobGraph, JoinKind, Node, NodeId, NodeKind};
