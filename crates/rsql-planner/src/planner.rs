@@ -497,3 +497,13 @@ fn unqualify(e: Expr) -> Expr {
     .map(|t| t.data)
     .unwrap_or_else(|e| Expr::Literal(ScalarValue::Utf8(Some(e.to_string())), None))
 }
+
+impl Session {
+    /// Names of the functions queries can call.
+    pub fn function_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.functions.scalar.keys().chain(self.functions.aggregate.keys()).chain(self.functions.window.keys()).cloned().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}

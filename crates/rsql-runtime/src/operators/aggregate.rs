@@ -54,6 +54,8 @@ struct CallInfo {
 
 pub struct GroupAggregate {
     group_codec: RowCodec,
+    /// No GROUP BY: one group for every row.
+    global: bool,
     calls: Vec<CallInfo>,
     schema: SchemaRef,
     groups: HashMap<Vec<u8>, GroupState>,
@@ -90,7 +92,7 @@ impl GroupAggregate {
             };
             calls.push(CallInfo { call, numeric, codec });
         }
-        Ok(GroupAggregate { group_codec: RowCodec::new(&input, Some(group))?, calls, schema, groups: HashMap::new() })
+        Ok(GroupAggregate { group_codec: RowCodec::new(&input, Some(group))?, global: group.is_empty(), calls, schema, groups: HashMap::new() })
     }
 
     fn new_group(&self) -> GroupState {
@@ -244,7 +246,7 @@ fn arg_is_null(arg: &Arg, i: usize) -> bool {
 
 impl Operator for GroupAggregate {
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        let keys = self.group_codec.encode(batch.data.columns())?;
+        let keys = if self.global { None } else { Some(self.group_codec.encode(batch.data.columns())?) };
         let args = self.prepare_args(&batch.data)?;
         let filters: Vec<Option<BooleanArray>> = self
             .calls
@@ -255,8 +257,8 @@ impl Operator for GroupAggregate {
         let mut touched: Vec<(Vec<u8>, Option<Vec<ScalarValue>>)> = Vec::new();
         let mut seen: HashMap<Vec<u8>, ()> = HashMap::new();
         for i in 0..batch.num_rows() {
-            let key = keys.row(i);
-            let kb = key.as_ref();
+            let key = keys.as_ref().map(|k| k.row(i));
+            let kb: &[u8] = key.as_ref().map(|k| k.as_ref()).unwrap_or(&[]);
             if !seen.contains_key(kb) {
                 let prev = match self.groups.get(kb) {
                     Some(g) if g.count > 0 => Some(self.result(g)?),
@@ -325,13 +327,11 @@ impl Operator for GroupAggregate {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut cols = if rows.is_empty() { Vec::new() } else { self.group_codec.decode(rows.iter().map(|r| r.0.as_slice()))? };
+        let mut cols = if self.global { Vec::new() } else { self.group_codec.decode(rows.iter().map(|r| r.0.as_slice()))? };
         for j in 0..self.calls.len() {
             let vals = rows.iter().map(|r| r.1[j].clone());
             cols.push(ScalarValue::iter_to_array(vals)?);
         }
-        let n_group = cols.len() - self.calls.len();
-        let _ = n_group;
         let cols = cols
             .into_iter()
             .zip(self.schema.fields())
