@@ -77,6 +77,7 @@ fn df_error(e: DataFusionError, fallback: Location) -> RsqlError {
         DataFusionError::Plan(m) | DataFusionError::NotImplemented(m) | DataFusionError::Execution(m) => m.clone(),
         other => other.strip_backtrace(),
     };
+    let message = message.replace(".\nDid you mean", "; did you mean").replace('\n', " ");
     RsqlError::validation(message, Some(location.unwrap_or(fallback)))
 }
 
@@ -447,7 +448,12 @@ impl Session {
         }
         let updating = !cur.mode.is_insert_only();
         if updating && !factory.sink_accepts_updates(&sink) {
-            let producer = lw.graph.node(q.id).describe.clone();
+            // Name the node that turns the stream into an updating one.
+            let mut at = q.id;
+            while let Some(&i) = lw.graph.node(at).inputs.iter().find(|&&i| !lw.graph.node(i).mode.is_insert_only()) {
+                at = i;
+            }
+            let producer = lw.graph.node(at).describe.clone();
             return Err(RsqlError::validation(
                 format!(
                     "table {} (connector '{}') cannot take the updates and deletes produced by {}; write into a table with a PRIMARY KEY and an upsert connector such as 'upsert-kafka', or into 'print'",

@@ -154,7 +154,7 @@ impl ContextProvider for Provider<'_> {
     }
 
     fn udf_names(&self) -> Vec<String> {
-        self.functions.scalar.keys().cloned().collect()
+        sorted(self.functions.scalar.keys())
     }
 
     fn higher_order_function_names(&self) -> Vec<String> {
@@ -162,10 +162,17 @@ impl ContextProvider for Provider<'_> {
     }
 
     fn udaf_names(&self) -> Vec<String> {
-        self.functions.aggregate.keys().cloned().collect()
+        sorted(self.functions.aggregate.keys())
     }
 
     fn udwf_names(&self) -> Vec<String> {
-        self.functions.window.keys().cloned().collect()
+        sorted(self.functions.window.keys())
     }
+}
+
+/// Names in a stable order, so suggestions in error messages do not change from run to run.
+fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut v: Vec<String> = names.cloned().collect();
+    v.sort();
+    v
 }

@@ -1,0 +1,127 @@
+//! The client as a user meets it: scripts with -f over the built-in connectors, placeholders,
+//! EXPLAIN of the seed's statement set, and the shell driven through standard input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+fn run_script(text: &str, args: &[&str]) -> (i32, String, String) {
+    let dir = std::env::temp_dir().join(format!("rsql-client-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join(format!("s{}.sql", rand_suffix()));
+    std::fs::write(&file, text).expect("write script");
+    let out = Command::new(env!("CARGO_BIN_EXE_rsql-client"))
+        .current_dir(root())
+        .arg("-f")
+        .arg(&file)
+        .args(args)
+        .output()
+        .expect("run rsql-client");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+#[test]
+fn bounded_pipeline_prints_like_flink() {
+    let (code, out, err) = run_script(
+        "CREATE TABLE src (id BIGINT, k INT) WITH ('connector' = 'datagen', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '6', 'fields.k.kind' = 'sequence', 'fields.k.start' = '1', 'fields.k.end' = '6');
+         CREATE TABLE out1 (k INT, c BIGINT, PRIMARY KEY (k) NOT ENFORCED) WITH ('connector' = 'print');
+         SET 'table.dml-sync' = 'true';
+         INSERT INTO out1 SELECT CAST(k % 2 AS INT), count(*) FROM src GROUP BY k % 2;
+         SET 'sql-client.execution.result-mode' = 'table';
+         SELECT k % 3 AS m, sum(id) AS s FROM src GROUP BY k % 3;",
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("+I[1, 3]") || out.contains("+U[1, 3]"), "{out}");
+    assert!(out.contains("+I[0, 3]") || out.contains("+U[0, 3]"), "{out}");
+    assert!(out.contains("3 rows in set"), "{out}");
+    assert!(out.contains("| 0 | 9 |"), "{out}");
+}
+
+#[test]
+fn placeholders_fill_from_defines_and_fail_when_missing() {
+    let (code, out, err) = run_script("SET 'a' = '${RSQL_TEST_VALUE}';\nSET;", &["-D", "RSQL_TEST_VALUE=hello"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello"), "{out}");
+    let (code, _, err) = run_script("SET 'a' = 'x';\nSET 'b' = '${RSQL_TEST_SURELY_UNDEFINED}';", &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains(":2:12: error: placeholder '${RSQL_TEST_SURELY_UNDEFINED}' is not defined"), "{err}");
+}
+
+#[test]
+fn errors_stop_the_script_with_a_location() {
+    let (code, _, err) = run_script("CREATE TABLE t (a INT) WITH ('connector' = 'datagen');\nSELECT b FROM t;", &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains(":2:8: error: column 'b' not found; did you mean 't.a'?"), "{err}");
+}
+
+#[test]
+fn explain_of_the_seed_statement_set() {
+    let demo = std::fs::read_to_string(root().join("sql/demo.sql")).expect("demo.sql");
+    let ddl = demo.split("BEGIN STATEMENT SET;").next().expect("ddl");
+    let inserts: Vec<&str> = demo
+        .split("BEGIN STATEMENT SET;")
+        .nth(1)
+        .expect("set")
+        .split(';')
+        .map(|s| s.trim())
+        .filter(|s| s.contains("INSERT"))
+        .collect();
+    let mut script = ddl.to_string();
+    for i in &inserts {
+        let body = i.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        script.push_str(&format!("EXPLAIN CHANGELOG_MODE {body};\n"));
+    }
+    let (code, out, err) = run_script(&script, &[]);
+    assert_eq!(code, 0, "{err}");
+    // mysql-cdc sources are changelogs keyed by their primary keys.
+    assert!(out.contains("TableSourceScan(table=[[default_catalog, flink_cdc, orders_src]], fields=[order_id, order_revenue, order_region, customer_id]), changelogMode=[I,UB,UA,D], uniqueKeys=[order_id]"), "{out}");
+    // The join retracts; the DWS aggregate updates; the upsert-kafka sinks are keyed.
+    assert!(out.contains("Join(joinType=[InnerJoin], where=[c.customer_id = o.customer_id]), changelogMode=[I,UB,UA,D], uniqueKeys=[order_id]"), "{out}");
+    assert!(out.contains("GroupAggregate(groupBy=[order_region]"), "{out}");
+    assert!(out.contains("ChangelogNormalize(key=[order_id])"), "{out}");
+    assert!(out.contains("Sink(table=[default_catalog.flink_cdc.dws_agg_by_region], fields=[order_region, order_cnt, order_total_revenue]), changelogMode=[I,UA,D], uniqueKeys=[order_region], upsertKey=[order_region]"), "{out}");
+    // Secrets never show.
+    assert!(!out.contains("rsql'"), "{out}");
+}
+
+#[test]
+fn shell_reads_statements_from_stdin() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rsql-client"))
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let demo = std::fs::read_to_string(root().join("sql/demo.sql")).expect("demo.sql");
+    let ddl = demo.split("USE flink_cdc;").next().expect("ddl").to_string();
+    let input = format!("{ddl}\nUSE flink_cdc;\nSHOW TABLES;\nSELEC 1;\nDESCRIBE orders_src;\nQUIT;\n");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("[INFO] Execute statement succeeded."), "{stdout}");
+    assert!(stdout.contains(" dws_agg_by_region |"), "{stdout}");
+    assert!(stdout.contains("[ERROR]"), "{stdout}");
+    assert!(stdout.contains(" order_id | "), "{stdout}");
+}
+
+#[test]
+fn show_create_table_masks_secrets() {
+    let (code, out, err) = run_script(
+        "CREATE TABLE t (a INT, PRIMARY KEY (a) NOT ENFORCED) WITH ('connector' = 'mysql-cdc', 'hostname' = 'h', 'username' = 'u', 'password' = 'TopSecret1', 'database-name' = 'd', 'table-name' = 't');\nSHOW CREATE TABLE t;",
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("'password' = '******'"), "{out}");
+    assert!(!out.contains("TopSecret1"), "{out}");
+}

@@ -1,0 +1,1 @@
+CREATE TABLE t (a INT, a STRING) WITH ('connector' = 'print');

@@ -1,0 +1,1 @@
+CREATE TABLE t (a INT) WITH ('connector' = 'datagen', 'number-of-rows' = 'ten');

@@ -1,0 +1,2 @@
+CREATE TABLE src (id INT, name STRING, amount DOUBLE, PRIMARY KEY (id) NOT ENFORCED) WITH ('connector' = 'datagen', 'number-of-rows' = '10');
+SELECT * FROM srcc;

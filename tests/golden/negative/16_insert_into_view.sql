@@ -1,0 +1,3 @@
+CREATE TABLE src (id INT, name STRING, amount DOUBLE, PRIMARY KEY (id) NOT ENFORCED) WITH ('connector' = 'datagen', 'number-of-rows' = '10');
+CREATE VIEW v AS SELECT * FROM src;
+INSERT INTO v SELECT * FROM src;

@@ -1,0 +1,4 @@
+CREATE TABLE src (id INT, name STRING, amount DOUBLE, PRIMARY KEY (id) NOT ENFORCED) WITH ('connector' = 'datagen', 'number-of-rows' = '10');
+CREATE TABLE snk (id INT, name STRING, amount DOUBLE) WITH ('connector' = 'print');
+BEGIN STATEMENT SET;
+INSERT INTO snk SELECT * FROM src;

@@ -1,0 +1,4 @@
+CREATE TABLE src (id INT, name STRING, amount DOUBLE, PRIMARY KEY (id) NOT ENFORCED) WITH ('connector' = 'datagen', 'number-of-rows' = '10');
+BEGIN STATEMENT SET;
+SELECT * FROM src;
+END;

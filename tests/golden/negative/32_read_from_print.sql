@@ -1,0 +1,2 @@
+CREATE TABLE snk (id INT, name STRING, amount DOUBLE) WITH ('connector' = 'print');
+SELECT * FROM snk;

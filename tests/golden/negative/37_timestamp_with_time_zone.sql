@@ -1,0 +1,1 @@
+CREATE TABLE t (a TIMESTAMP WITH TIME ZONE) WITH ('connector' = 'print');
