@@ -1,0 +1,711 @@
+//! End-to-end tests of the mysql-cdc source against a real MariaDB started by
+//! `scripts/mariadb.sh` (installed from Debian's packages when missing). Each test uses its own
+//! database and drives the Source directly through a SourceContext.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+use rsql_common::builder::{datum_at, parse_timestamp, Datum};
+use rsql_common::catalog::{ColumnDef, ColumnKind, ObjectPath, OptionValue, TableDef};
+use rsql_common::types::{FlinkType, LogicalType, MAX_LENGTH};
+use rsql_common::{Location, RowKind};
+use rsql_connectors::mysql_cdc::MySqlCdcFactory;
+use rsql_runtime::{ConnectorFactory, Message, ProducedColumn, SourceContext};
+use tokio::sync::{mpsc, watch};
+
+fn port() -> u16 {
+    std::env::var("RSQL_MYSQL_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(13306)
+}
+
+fn script() -> String {
+    format!("{}/../../scripts/mariadb.sh", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts MariaDB once per test binary (the script does nothing when it already runs).
+fn ensure_server() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let out =
+            std::process::Command::new("bash").arg(script()).arg("start").output().expect("run scripts/mariadb.sh");
+        assert!(
+            out.status.success(),
+            "scripts/mariadb.sh start failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Runs SQL as root; returns the result lines after the header.
+fn root_sql(sql: &str) -> Vec<String> {
+    let out =
+        std::process::Command::new("bash").arg(script()).arg("sql").arg(sql).output().expect("run scripts/mariadb.sh");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().skip(1).map(str::to_string).collect()
+}
+
+async fn conn() -> Conn {
+    ensure_server();
+    let opts = OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port())
+        .user(Some("rsql"))
+        .pass(Some("rsql"))
+        .prefer_socket(false);
+    Conn::new(opts).await.expect("connect as rsql")
+}
+
+/// A fresh database named after the test.
+async fn fresh_db(name: &str) -> (Conn, String) {
+    let mut c = conn().await;
+    let db = format!("test_{name}");
+    c.query_drop(format!("DROP DATABASE IF EXISTS {db}")).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
+    c.query_drop(format!("USE {db}")).await.unwrap();
+    (c, db)
+}
+
+fn s() -> LogicalType {
+    LogicalType::nullable(FlinkType::Varchar(MAX_LENGTH))
+}
+fn nn(t: FlinkType) -> LogicalType {
+    LogicalType::not_null(t)
+}
+fn n(t: FlinkType) -> LogicalType {
+    LogicalType::nullable(t)
+}
+
+fn table_def(
+    db: &str,
+    table: &str,
+    cols: &[(&str, LogicalType)],
+    meta: &[(&str, &str, LogicalType)],
+    opts: &[(&str, &str)],
+) -> TableDef {
+    let mut columns: Vec<ColumnDef> = cols.iter().map(|(n, t)| ColumnDef::physical(*n, t.clone())).collect();
+    for (name, key, ty) in meta {
+        columns.push(ColumnDef {
+            name: name.to_string(),
+            ty: ty.clone(),
+            kind: ColumnKind::Metadata { key: Some(key.to_string()), is_virtual: true },
+            comment: None,
+            location: Location::default(),
+        });
+    }
+    let port = port().to_string();
+    let mut options: BTreeMap<String, OptionValue> = BTreeMap::new();
+    for (k, v) in [
+        ("connector", "mysql-cdc"),
+        ("hostname", "127.0.0.1"),
+        ("port", port.as_str()),
+        ("username", "rsql"),
+        ("password", "rsql"),
+        ("database-name", db),
+        ("table-name", table),
+        ("heartbeat.interval", "1s"),
+        ("connect.max-retries", "5"),
+    ]
+    .iter()
+    .chain(opts.iter())
+    {
+        options.insert(k.to_string(), OptionValue { value: v.to_string(), location: Location::default() });
+    }
+    TableDef {
+        path: ObjectPath::new("default_catalog", "default_database", table),
+        columns,
+        primary_key: Some(vec![cols[0].0.to_string()]),
+        watermark: None,
+        options,
+        comment: None,
+        temporary: false,
+        location: Location::default(),
+    }
+}
+
+fn produced(t: &TableDef) -> Vec<ProducedColumn> {
+    t.columns
+        .iter()
+        .map(|c| match c.metadata_key() {
+            Some(k) => ProducedColumn::Metadata { key: k.to_string(), name: c.name.clone(), ty: c.ty.clone() },
+            None => ProducedColumn::Physical { name: c.name.clone(), ty: c.ty.clone() },
+        })
+        .collect()
+}
+
+/// A running source and what it produced.
+struct Running {
+    rx: mpsc::Receiver<Message>,
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<rsql_common::Result<()>>,
+    /// Every row received: kind and values.
+    changes: Vec<(RowKind, Vec<Datum>)>,
+    /// Number of batches received.
+    batches: Vec<usize>,
+    /// Rows by the first column, after applying the changelog.
+    state: BTreeMap<String, Vec<Datum>>,
+    ended: bool,
+    /// Physical columns (compared when a retraction meets the stored row).
+    phys: usize,
+}
+
+fn start(t: &TableDef) -> Running {
+    // RUST_LOG=info shows the source's progress and reconnections.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let f = MySqlCdcFactory;
+    f.options(t).validate(t).expect("options");
+    f.validate(t).expect("validate");
+    let mut src = f.create_source(t, &produced(t)).expect("create source");
+    let (tx, rx) = mpsc::channel(64);
+    let (stop, stop_rx) = watch::channel(false);
+    let ctx = SourceContext {
+        out: tx,
+        stop: stop_rx,
+        table: t.path.name.clone(),
+        max_batch_delay: Duration::from_millis(50),
+        batch_size: 1000,
+    };
+    let handle = tokio::spawn(async move { src.run(ctx).await });
+    Running {
+        rx,
+        stop,
+        handle,
+        changes: Vec::new(),
+        batches: Vec::new(),
+        state: BTreeMap::new(),
+        ended: false,
+        phys: t.physical_columns().count(),
+    }
+}
+
+fn key(d: &Datum) -> String {
+    format!("{d:?}")
+}
+
+impl Running {
+    fn apply(&mut self, m: Message) {
+        match m {
+            Message::Batch(b) => {
+                self.batches.push(b.num_rows());
+                for i in 0..b.num_rows() {
+                    let row: Vec<Datum> = b.data.columns().iter().map(|c| datum_at(c.as_ref(), i).unwrap()).collect();
+                    let kind = b.kinds[i];
+                    let k = key(&row[0]);
+                    match kind {
+                        RowKind::Insert | RowKind::UpdateAfter => {
+                            let old = self.state.insert(k.clone(), row.clone());
+                            assert!(old.is_none(), "duplicate {kind} for key {k}: {row:?}");
+                        }
+                        RowKind::Delete | RowKind::UpdateBefore => {
+                            let old = self.state.remove(&k);
+                            let p = self.phys;
+                            assert_eq!(
+                                old.as_ref().map(|o| &o[..p]),
+                                Some(&row[..p]),
+                                "{kind} of a row that is not there (key {k})"
+                            );
+                        }
+                    }
+                    self.changes.push((kind, row));
+                }
+            }
+            Message::End => self.ended = true,
+            Message::Watermark(_) => {}
+        }
+    }
+
+    /// Receives until `done` holds, failing after `secs`.
+    async fn until(&mut self, secs: u64, what: &str, done: impl Fn(&Running) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done(self) {
+            if self.handle.is_finished() && self.rx.is_empty() {
+                let r = (&mut self.handle).await;
+                panic!("source ended while waiting for {what}: {r:?}");
+            }
+            match tokio::time::timeout_at(deadline.into(), self.rx.recv()).await {
+                Ok(Some(m)) => self.apply(m),
+                Ok(None) => {
+                    let r = (&mut self.handle).await;
+                    panic!("channel closed while waiting for {what}: {r:?}");
+                }
+                Err(_) => {
+                    panic!("timed out waiting for {what}; have {} rows: {:?}", self.state.len(), self.changes.last())
+                }
+            }
+        }
+    }
+
+    async fn stop(mut self) -> Self {
+        let _ = self.stop.send(true);
+        let r =
+            tokio::time::timeout(Duration::from_secs(10), &mut self.handle).await.expect("source stops within 10 s");
+        r.unwrap().unwrap();
+        while let Ok(m) = self.rx.try_recv() {
+            self.apply(m);
+        }
+        self
+    }
+}
+
+/// The rows of a table as the test reads them: first column -> values as strings.
+async fn table_state(c: &mut Conn, sql: &str) -> BTreeMap<i64, String> {
+    let rows: Vec<(i64, Option<String>)> = c.query(sql).await.unwrap();
+    rows.into_iter().map(|(k, v)| (k, v.unwrap_or_else(|| "NULL".into()))).collect()
+}
+
+fn state_as_strings(r: &Running) -> BTreeMap<i64, String> {
+    r.state
+        .values()
+        .map(|row| {
+            let k = match &row[0] {
+                Datum::Int(i) => *i,
+                other => panic!("key {other:?}"),
+            };
+            let v = match &row[1] {
+                Datum::Null => "NULL".to_string(),
+                Datum::Int(i) => i.to_string(),
+                Datum::Str(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_then_binlog_changes() {
+    let (mut c, db) = fresh_db("basic").await;
+    c.query_drop("CREATE TABLE orders (order_id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, order_revenue FLOAT NOT NULL, order_region VARCHAR(40) NOT NULL, customer_id INT NOT NULL)").await.unwrap();
+    c.query_drop("INSERT INTO orders (order_revenue, order_region, customer_id) VALUES (10.5, 'north', 1), (20, 'south', 2), (30.25, 'east', 3)").await.unwrap();
+    let t = table_def(
+        &db,
+        "orders",
+        &[
+            ("order_id", nn(FlinkType::Int)),
+            ("order_revenue", nn(FlinkType::Float)),
+            ("order_region", nn(FlinkType::Varchar(MAX_LENGTH))),
+            ("customer_id", nn(FlinkType::Int)),
+        ],
+        &[
+            ("db", "database_name", nn(FlinkType::Varchar(MAX_LENGTH))),
+            ("tbl", "table_name", nn(FlinkType::Varchar(MAX_LENGTH))),
+            ("ts", "op_ts", nn(FlinkType::TimestampLtz(3))),
+            ("rk", "row_kind", nn(FlinkType::Varchar(MAX_LENGTH))),
+        ],
+        &[],
+    );
+    let mut r = start(&t);
+    r.until(30, "the snapshot", |r| r.state.len() == 3).await;
+    assert!(r.changes.iter().all(|(k, row)| *k == RowKind::Insert && row[6] == Datum::Timestamp(0)));
+    assert_eq!(r.changes[0].1[1], Datum::Float(10.5));
+    assert_eq!(r.changes[0].1[4], Datum::Str(db.clone()));
+    assert_eq!(r.changes[0].1[5], Datum::Str("orders".into()));
+
+    c.query_drop("INSERT INTO orders (order_revenue, order_region, customer_id) VALUES (40, 'west', 4)").await.unwrap();
+    c.query_drop("UPDATE orders SET order_region = 'north-east' WHERE order_id = 1").await.unwrap();
+    c.query_drop("DELETE FROM orders WHERE order_id = 2").await.unwrap();
+    r.until(30, "the binlog changes", |r| r.changes.len() == 3 + 4).await;
+    let tail: Vec<(RowKind, Datum, Datum)> =
+        r.changes[3..].iter().map(|(k, row)| (*k, row[0].clone(), row[7].clone())).collect();
+    assert_eq!(
+        tail,
+        vec![
+            (RowKind::Insert, Datum::Int(4), Datum::Str("+I".into())),
+            (RowKind::UpdateBefore, Datum::Int(1), Datum::Str("-U".into())),
+            (RowKind::UpdateAfter, Datum::Int(1), Datum::Str("+U".into())),
+            (RowKind::Delete, Datum::Int(2), Datum::Str("-D".into())),
+        ]
+    );
+    assert_eq!(r.changes[4].1[2], Datum::Str("north".into()));
+    assert_eq!(r.changes[5].1[2], Datum::Str("north-east".into()));
+    match &r.changes[3].1[6] {
+        Datum::Timestamp(ts) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+            assert!((now - ts).abs() < 120_000_000, "op_ts {ts} is not close to now {now}");
+        }
+        other => panic!("op_ts {other:?}"),
+    }
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_switches_to_binlog_under_concurrent_writes() {
+    let (mut c, db) = fresh_db("switch").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    let values: Vec<String> = (1..=6000).map(|i| format!("({i}, {i})")).collect();
+    c.query_drop(format!("INSERT INTO t VALUES {}", values.join(","))).await.unwrap();
+    let t = table_def(
+        &db,
+        "t",
+        &[("id", nn(FlinkType::Int)), ("v", n(FlinkType::Int))],
+        &[],
+        &[("scan.incremental.snapshot.chunk.size", "250")],
+    );
+
+    // A writer that updates, deletes and inserts all over the key range while the snapshot runs.
+    let writer_db = db.clone();
+    let writer = tokio::spawn(async move {
+        let mut w = conn().await;
+        w.query_drop(format!("USE {writer_db}")).await.unwrap();
+        let mut seed: u64 = 42;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as i64
+        };
+        for i in 0..400 {
+            let k = next() % 7000 + 1;
+            let sql = match i % 4 {
+                0 => format!("UPDATE t SET v = v + 1000 WHERE id = {k}"),
+                1 => format!("DELETE FROM t WHERE id = {k}"),
+                2 => format!("INSERT INTO t VALUES ({}, {i}) ON DUPLICATE KEY UPDATE v = -v", k),
+                _ => format!("UPDATE t SET id = id + 10000 WHERE id = {k}"),
+            };
+            w.query_drop("BEGIN").await.unwrap();
+            w.query_drop(sql).await.unwrap();
+            w.query_drop(format!("UPDATE t SET v = {i} WHERE id = {}", next() % 7000 + 1)).await.unwrap();
+            w.query_drop("COMMIT").await.unwrap();
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let mut r = start(&t);
+    writer.await.unwrap();
+    let want = table_state(&mut c, "SELECT id, CAST(v AS CHAR) FROM t").await;
+    r.until(120, "the final state", |r| state_as_strings(r) == want).await;
+    let r = r.stop().await;
+    assert_eq!(state_as_strings(&r), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_with_edge_values_read_the_same_from_snapshot_and_binlog() {
+    let (mut c, db) = fresh_db("types").await;
+    c.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    c.query_drop(
+        "CREATE TABLE ty (
+            id INT PRIMARY KEY, b TINYINT(1), ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT, i INT, iu INT UNSIGNED,
+            bi BIGINT, bu BIGINT UNSIGNED, f FLOAT, d DOUBLE, de DECIMAL(20,4), dt DATETIME(6), ts TIMESTAMP(3) NULL,
+            da DATE, tm TIME(3), t2 TIME(2), y YEAR, c CHAR(5), vc VARCHAR(50), tx TEXT, bin BINARY(4), vb VARBINARY(10), bl BLOB,
+            e ENUM('small','medium','large'), st SET('r','w','x'), bt BIT(1), b8 BIT(12), js JSON, g GEOMETRY, lat VARCHAR(10) CHARACTER SET latin1
+        )",
+    )
+    .await
+    .unwrap();
+    let row_max = "1, 1, 127, 255, 32767, 8388607, 2147483647, 4294967295, 9223372036854775807, 18446744073709551615, 1.5, 1.7976931348623157e308, \
+        9999999999999999.9999, '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999', '9999-12-31', '838:59:59.999', '838:59:59.99', 2155, 'abc', 'héllo wörld ✓ 日本', \
+        'long text 😀', x'01020000', x'00ff', x'deadbeef', 'large', 'r,x', b'1', b'101010101010', '{\"a\": [1, 2.5, \"x\"]}', ST_GeomFromText('POINT(1 2)'), 'café'";
+    let row_min = "2, 0, -128, 0, -32768, -8388608, -2147483648, 0, -9223372036854775808, 0, -1.5, -2.5e-300, \
+        -9999999999999999.9999, '1000-01-01 00:00:00.000001', '1970-01-01 00:00:01.000', '1000-01-01', '-838:59:59.999', '-838:59:59', 1901, '', '', \
+        '', x'', x'', x'', 'small', '', b'0', b'0', '[]', ST_GeomFromText('LINESTRING(0 0, 1 1)'), ''";
+    let row_null = "3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL";
+    for row in [row_max, row_min, row_null] {
+        c.query_drop(format!("INSERT INTO ty VALUES ({row})")).await.unwrap();
+    }
+    let bytes = n(FlinkType::Varbinary(MAX_LENGTH));
+    let cols = vec![
+        ("id", nn(FlinkType::Int)),
+        ("b", n(FlinkType::Boolean)),
+        ("ti", n(FlinkType::TinyInt)),
+        ("tu", n(FlinkType::SmallInt)),
+        ("si", n(FlinkType::SmallInt)),
+        ("mi", n(FlinkType::Int)),
+        ("i", n(FlinkType::Int)),
+        ("iu", n(FlinkType::BigInt)),
+        ("bi", n(FlinkType::BigInt)),
+        ("bu", n(FlinkType::Decimal(20, 0))),
+        ("f", n(FlinkType::Float)),
+        ("d", n(FlinkType::Double)),
+        ("de", n(FlinkType::Decimal(20, 4))),
+        ("dt", n(FlinkType::Timestamp(6))),
+        ("ts", n(FlinkType::TimestampLtz(3))),
+        ("da", n(FlinkType::Date)),
+        ("tm", s()),
+        ("t2", n(FlinkType::Time(2))),
+        ("y", n(FlinkType::Int)),
+        ("c", s()),
+        ("vc", s()),
+        ("tx", s()),
+        ("bin", bytes.clone()),
+        ("vb", bytes.clone()),
+        ("bl", bytes.clone()),
+        ("e", s()),
+        ("st", s()),
+        ("bt", n(FlinkType::Boolean)),
+        ("b8", bytes.clone()),
+        ("js", s()),
+        ("g", bytes.clone()),
+        ("lat", s()),
+    ];
+    let t = table_def(&db, "ty", &cols, &[], &[("server-time-zone", "UTC")]);
+    let mut r = start(&t);
+    r.until(30, "the snapshot", |r| r.state.len() == 3).await;
+    // The same rows again through the binlog, with ids + 10.
+    for row in [row_max, row_min, row_null] {
+        let (_, rest) = row.split_once(',').unwrap();
+        let id: i32 = row.split(',').next().unwrap().trim().parse().unwrap();
+        c.query_drop(format!("INSERT INTO ty VALUES ({}, {rest})", id + 10)).await.unwrap();
+    }
+    r.until(30, "the binlog rows", |r| r.state.len() == 6).await;
+    let r = r.stop().await;
+    let by_id = |id: i64| r.state.get(&key(&Datum::Int(id))).unwrap().clone();
+    for id in 1..=3 {
+        let (snap, bin) = (by_id(id), by_id(id + 10));
+        for (i, (a, b)) in snap.iter().zip(&bin).enumerate().skip(1) {
+            assert_eq!(a, b, "column {} of row {id}: snapshot {a:?} vs binlog {b:?}", cols[i].0);
+        }
+    }
+    let max = by_id(1);
+    let col = |name: &str| cols.iter().position(|(n, _)| *n == name).unwrap();
+    assert_eq!(max[col("b")], Datum::Bool(true));
+    assert_eq!(max[col("tu")], Datum::Int(255));
+    assert_eq!(max[col("iu")], Datum::Int(4294967295));
+    assert_eq!(max[col("bu")], Datum::Decimal(18446744073709551615, 0));
+    assert_eq!(max[col("de")], Datum::Decimal(99999999999999999999, 4));
+    assert_eq!(max[col("dt")], Datum::Timestamp(parse_timestamp("9999-12-31 23:59:59.999999").unwrap()));
+    assert_eq!(max[col("ts")], Datum::Timestamp(parse_timestamp("2038-01-19 03:14:07.999").unwrap()));
+    assert_eq!(max[col("tm")], Datum::Str("838:59:59.999".into()));
+    assert_eq!(max[col("y")], Datum::Int(2155));
+    assert_eq!(max[col("vc")], Datum::Str("héllo wörld ✓ 日本".into()));
+    assert_eq!(max[col("tx")], Datum::Str("long text 😀".into()));
+    assert_eq!(max[col("bin")], Datum::Bytes(vec![1, 2, 0, 0]));
+    assert_eq!(max[col("e")], Datum::Str("large".into()));
+    assert_eq!(max[col("st")], Datum::Str("r,x".into()));
+    assert_eq!(max[col("bt")], Datum::Bool(true));
+    assert_eq!(max[col("b8")], Datum::Bytes(vec![0x0a, 0xaa]));
+    assert_eq!(max[col("lat")], Datum::Str("café".into()));
+    let min = by_id(2);
+    assert_eq!(min[col("ti")], Datum::Int(-128));
+    assert_eq!(min[col("bi")], Datum::Int(i64::MIN));
+    assert_eq!(min[col("tm")], Datum::Str("-838:59:59.999".into()));
+    assert_eq!(min[col("dt")], Datum::Timestamp(parse_timestamp("1000-01-01 00:00:00.000001").unwrap()));
+    assert_eq!(min[col("bt")], Datum::Bool(false));
+    let null = by_id(3);
+    assert!(null[1..].iter().all(|d| *d == Datum::Null), "{null:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_rows_arrive_together() {
+    let (mut c, db) = fresh_db("tx").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))").await.unwrap();
+    let t = table_def(&db, "t", &[("id", nn(FlinkType::Int)), ("v", s())], &[], &[]);
+    let mut r = start(&t);
+    // Nothing to snapshot; wait for the binlog reader with a probe row.
+    c.query_drop("INSERT INTO t VALUES (100, 'probe')").await.unwrap();
+    r.until(30, "the probe row", |r| r.state.len() == 1).await;
+    let before = r.batches.len();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')").await.unwrap();
+    c.query_drop("UPDATE t SET v = 'B' WHERE id = 2").await.unwrap();
+    c.query_drop("DELETE FROM t WHERE id = 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.query_drop("COMMIT").await.unwrap();
+    r.until(30, "the transaction", |r| r.changes.len() == 1 + 3 + 2 + 1).await;
+    assert_eq!(r.batches[before..], [6], "one transaction, one batch");
+    let want: Vec<(RowKind, i64)> = vec![
+        (RowKind::Insert, 1),
+        (RowKind::Insert, 2),
+        (RowKind::Insert, 3),
+        (RowKind::UpdateBefore, 2),
+        (RowKind::UpdateAfter, 2),
+        (RowKind::Delete, 1),
+    ];
+    let got: Vec<(RowKind, i64)> =
+        r.changes[1..].iter().map(|(k, row)| (*k, if let Datum::Int(i) = row[0] { i } else { -1 })).collect();
+    assert_eq!(got, want);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_name_regex_captures_several_tables() {
+    let (mut c, db) = fresh_db("regex").await;
+    for t in ["orders_1", "orders_2", "other"] {
+        c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(10))")).await.unwrap();
+    }
+    c.query_drop("INSERT INTO orders_1 VALUES (1, 'a')").await.unwrap();
+    c.query_drop("INSERT INTO orders_2 VALUES (2, 'b')").await.unwrap();
+    c.query_drop("INSERT INTO other VALUES (3, 'c')").await.unwrap();
+    let t = table_def(
+        &db,
+        "orders_[0-9]+",
+        &[("id", nn(FlinkType::Int)), ("v", s())],
+        &[("tbl", "table_name", nn(FlinkType::Varchar(MAX_LENGTH)))],
+        &[],
+    );
+    let mut r = start(&t);
+    r.until(30, "both snapshots", |r| r.state.len() == 2).await;
+    c.query_drop("INSERT INTO other VALUES (4, 'd')").await.unwrap();
+    c.query_drop("INSERT INTO orders_2 VALUES (5, 'e')").await.unwrap();
+    r.until(30, "the binlog row", |r| r.state.len() == 3).await;
+    let r = r.stop().await;
+    let tables: Vec<(String, String)> = r
+        .state
+        .values()
+        .map(|row| (format!("{:?}", row[0]), if let Datum::Str(s) = &row[2] { s.clone() } else { String::new() }))
+        .collect();
+    assert_eq!(
+        tables,
+        vec![
+            ("Int(1)".into(), "orders_1".into()),
+            ("Int(2)".into(), "orders_2".into()),
+            ("Int(5)".into(), "orders_2".into())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_binlog_connection_recovers_without_loss_or_duplicates() {
+    ensure_server();
+    let _ = root_sql(
+        "CREATE USER IF NOT EXISTS 'rsql_kill'@'127.0.0.1' IDENTIFIED BY 'rsql'; \
+         GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'rsql_kill'@'127.0.0.1'; \
+         GRANT ALL ON `test%`.* TO 'rsql_kill'@'127.0.0.1'",
+    );
+    let (mut c, db) = fresh_db("kill").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 1), (2, 2)").await.unwrap();
+    let t =
+        table_def(&db, "t", &[("id", nn(FlinkType::Int)), ("v", n(FlinkType::Int))], &[], &[("username", "rsql_kill")]);
+    let mut r = start(&t);
+    r.until(30, "the snapshot", |r| r.state.len() == 2).await;
+    for round in 0..3 {
+        let base = 100 * (round + 1);
+        c.query_drop(format!("INSERT INTO t VALUES ({base}, 0)")).await.unwrap();
+        r.until(30, "a row before the kill", |r| r.state.len() == 3 + round as usize * 2).await;
+        let ids = root_sql(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'rsql_kill' AND COMMAND LIKE 'Binlog Dump%'",
+        );
+        assert_eq!(ids.len(), 1, "one binlog connection");
+        let _ = root_sql(&format!("KILL {}", ids[0]));
+        // Rows written while the reader is away.
+        c.query_drop(format!("INSERT INTO t VALUES ({}, 1)", base + 1)).await.unwrap();
+        c.query_drop(format!("UPDATE t SET v = 5 WHERE id = {base}")).await.unwrap();
+        r.until(60, "rows after the kill", |r| r.state.len() == 4 + round as usize * 2).await;
+    }
+    let want = table_state(&mut c, "SELECT id, CAST(v AS CHAR) FROM t").await;
+    r.until(30, "the final state", |r| state_as_strings(r) == want).await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_mode_is_bounded_and_latest_offset_skips_existing_rows() {
+    let (mut c, db) = fresh_db("modes").await;
+    c.query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(10))").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await.unwrap();
+    let cols = [("id", nn(FlinkType::BigInt)), ("v", s())];
+    let t = table_def(&db, "t", &cols, &[], &[("scan.startup.mode", "snapshot")]);
+    assert!(MySqlCdcFactory.source_info(&t).unwrap().bounded);
+    let mut r = start(&t);
+    let done = tokio::time::timeout(Duration::from_secs(30), &mut r.handle).await.expect("snapshot mode ends");
+    done.unwrap().unwrap();
+    while let Ok(m) = r.rx.try_recv() {
+        r.apply(m);
+    }
+    assert_eq!(r.state.len(), 2);
+
+    let t = table_def(&db, "t", &cols, &[], &[("scan.startup.mode", "latest-offset")]);
+    let mut r = start(&t);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.query_drop("INSERT INTO t VALUES (3, 'c')").await.unwrap();
+    r.until(30, "the new row", |r| !r.state.is_empty()).await;
+    let r = r.stop().await;
+    assert_eq!(r.state.keys().cloned().collect::<Vec<_>>(), vec![key(&Datum::Int(3))]);
+}
+
+async fn start_error(t: &TableDef) -> String {
+    let mut r = start(t);
+    let res = tokio::time::timeout(Duration::from_secs(60), &mut r.handle).await.expect("fails within 60 s").unwrap();
+    match res {
+        Ok(()) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_errors_at_start() {
+    let (mut c, db) = fresh_db("errors").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20))").await.unwrap();
+    c.query_drop("CREATE TABLE nokey (id INT, name VARCHAR(20))").await.unwrap();
+    let cols = [("id", nn(FlinkType::Int)), ("name", s())];
+
+    let e = start_error(&table_def(&db, "t", &cols, &[], &[("password", "wrong")])).await;
+    assert!(e.contains("check 'username' and 'password'"), "{e}");
+
+    let e = start_error(&table_def(&db, "t", &cols, &[], &[("port", "1")])).await;
+    assert!(e.contains("check 'hostname' and 'port'"), "{e}");
+
+    let e =
+        start_error(&table_def(&db, "t", &[("id", nn(FlinkType::Int)), ("name", n(FlinkType::Int))], &[], &[])).await;
+    assert!(e.contains("column 'name' is declared INT") && e.contains("varchar(20)"), "{e}");
+
+    let e = start_error(&table_def(&db, "t", &[("id", nn(FlinkType::Int)), ("nme", s())], &[], &[])).await;
+    assert!(e.contains("column 'nme' does not exist"), "{e}");
+
+    let e = start_error(&table_def(&db, "nokey", &cols, &[], &[])).await;
+    assert!(e.contains("has no primary key"), "{e}");
+
+    let e = start_error(&table_def(&db, "missing_[0-9]", &cols, &[], &[])).await;
+    assert!(e.contains("no table matches"), "{e}");
+
+    let e = start_error(&table_def(
+        &db,
+        "t",
+        &cols,
+        &[],
+        &[
+            ("scan.startup.mode", "specific-offset"),
+            ("scan.startup.specific-offset.file", "binlog.999999"),
+            ("scan.startup.specific-offset.pos", "4"),
+        ],
+    ))
+    .await;
+    assert!(e.contains("purged") || e.contains("no longer on the server"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_changes_reload_the_table_or_stop_with_the_statement() {
+    let (mut c, db) = fresh_db("ddl").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'a')").await.unwrap();
+    let t = table_def(&db, "t", &[("id", nn(FlinkType::Int)), ("v", s())], &[], &[]);
+    let mut r = start(&t);
+    r.until(30, "the snapshot", |r| r.state.len() == 1).await;
+    c.query_drop("ALTER TABLE t ADD COLUMN extra INT FIRST").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (7, 2, 'b')").await.unwrap();
+    r.until(30, "a row after ADD COLUMN", |r| r.state.len() == 2).await;
+    assert_eq!(r.changes[1].1, vec![Datum::Int(2), Datum::Str("b".into())]);
+
+    c.query_drop("ALTER TABLE t DROP COLUMN v").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (8, 3)").await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(30), &mut r.handle).await.expect("the source stops").unwrap();
+    let e = res.expect_err("dropping a declared column is an error").to_string();
+    assert!(e.contains("ALTER TABLE t DROP COLUMN v") && e.contains("column 'v' does not exist"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_startup_skips_older_transactions() {
+    let (mut c, db) = fresh_db("since").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'old')").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis().to_string();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.query_drop("INSERT INTO t VALUES (2, 'new')").await.unwrap();
+    let t = table_def(
+        &db,
+        "t",
+        &[("id", nn(FlinkType::Int)), ("v", s())],
+        &[],
+        &[("scan.startup.mode", "timestamp"), ("scan.startup.timestamp-millis", since.as_str())],
+    );
+    let mut r = start(&t);
+    r.until(60, "the newer row", |r| !r.state.is_empty()).await;
+    c.query_drop("INSERT INTO t VALUES (3, 'later')").await.unwrap();
+    r.until(30, "a live row", |r| r.state.len() == 2).await;
+    let r = r.stop().await;
+    assert_eq!(r.state.keys().cloned().collect::<Vec<_>>(), vec![key(&Datum::Int(2)), key(&Datum::Int(3))]);
+}
