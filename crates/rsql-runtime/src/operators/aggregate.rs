@@ -451,3 +451,37 @@ impl Operator for GroupAggregate {
         self.groups.keys().map(|k| k.len() + 48 + self.calls.len() * 40).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::testutil::{batch, schema, show};
+    use rsql_common::arrow::datatypes::Field;
+
+    #[test]
+    fn min_max_and_count_retract_correctly() {
+        let s = schema(&["k", "v"], false);
+        let calls = vec![
+            AggCall { func: AggFunc::CountStar, arg: None, distinct: false, filter: None, output_type: DataType::Int64, name: "c".into() },
+            AggCall { func: AggFunc::Min, arg: Some(1), distinct: false, filter: None, output_type: DataType::Int32, name: "mn".into() },
+            AggCall { func: AggFunc::Max, arg: Some(1), distinct: false, filter: None, output_type: DataType::Int32, name: "mx".into() },
+        ];
+        let out_schema = std::sync::Arc::new(rsql_common::arrow::datatypes::Schema::new(vec![
+            Field::new("k", DataType::Int32, false),
+            Field::new("c", DataType::Int64, false),
+            Field::new("mn", DataType::Int32, true),
+            Field::new("mx", DataType::Int32, true),
+        ]));
+        let mut a = GroupAggregate::new(s.clone(), &[0], calls, out_schema).unwrap();
+        let mut out = Vec::new();
+        a.process(0, batch(&s, &[("+I", &[1, 5]), ("+I", &[1, 9])]), &mut out).unwrap();
+        // Retracting the current maximum falls back to the next value.
+        a.process(0, batch(&s, &[("-D", &[1, 9])]), &mut out).unwrap();
+        // An unchanged result emits nothing.
+        a.process(0, batch(&s, &[("+I", &[1, 7]), ("-D", &[1, 7])]), &mut out).unwrap();
+        // The last row of a group deletes it.
+        a.process(0, batch(&s, &[("-D", &[1, 5])]), &mut out).unwrap();
+        assert_eq!(show(&out), vec!["+I[1, 2, 5, 9]", "-U[1, 2, 5, 9]", "+U[1, 1, 5, 5]", "-D[1, 1, 5, 5]"]);
+        assert!(a.groups.is_empty());
+    }
+}

@@ -26,7 +26,6 @@ struct Entry {
 }
 
 struct Side {
-    schema: SchemaRef,
     key: RowCodec,
     row: RowCodec,
     key_indices: Vec<usize>,
@@ -47,7 +46,6 @@ impl Side {
             outer,
             state: HashMap::new(),
             null_row,
-            schema,
         })
     }
 }
@@ -260,7 +258,71 @@ impl Operator for Join {
     }
 }
 
-#[allow(dead_code)]
-fn _schema_of(side: &Side) -> &SchemaRef {
-    &side.schema
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::testutil::{batch, schema, show};
+
+    fn join(kind: JoinKind) -> Join {
+        let l = schema(&["lk", "lv"], false);
+        let r = schema(&["rk", "rv"], false);
+        let out = schema(&["lk", "lv", "rk", "rv"], true);
+        Join::new(kind, l, r, &[0], &[0], None, out).unwrap()
+    }
+
+    #[test]
+    fn inner_join_passes_row_kinds_through() {
+        let mut j = join(JoinKind::Inner);
+        let (l, r) = (schema(&["lk", "lv"], false), schema(&["rk", "rv"], false));
+        let mut out = Vec::new();
+        j.process(1, batch(&r, &[("+I", &[1, 10])]), &mut out).unwrap();
+        assert!(out.is_empty());
+        j.process(0, batch(&l, &[("+I", &[1, 100])]), &mut out).unwrap();
+        j.process(1, batch(&r, &[("-U", &[1, 10]), ("+U", &[1, 11])]), &mut out).unwrap();
+        j.process(0, batch(&l, &[("-D", &[1, 100])]), &mut out).unwrap();
+        assert_eq!(show(&out), vec!["+I[1, 100, 1, 10]", "-U[1, 100, 1, 10]", "+U[1, 100, 1, 11]", "-D[1, 100, 1, 11]"]);
+    }
+
+    #[test]
+    fn left_join_swaps_null_padded_rows() {
+        let mut j = join(JoinKind::Left);
+        let (l, r) = (schema(&["lk", "lv"], false), schema(&["rk", "rv"], false));
+        let mut out = Vec::new();
+        // An order before its customer: NULL-padded, then replaced by the match, then back.
+        j.process(0, batch(&l, &[("+I", &[1, 100])]), &mut out).unwrap();
+        j.process(1, batch(&r, &[("+I", &[1, 10])]), &mut out).unwrap();
+        j.process(1, batch(&r, &[("+I", &[1, 20])]), &mut out).unwrap();
+        j.process(1, batch(&r, &[("-D", &[1, 10])]), &mut out).unwrap();
+        j.process(1, batch(&r, &[("-D", &[1, 20])]), &mut out).unwrap();
+        assert_eq!(
+            show(&out),
+            vec![
+                "+I[1, 100, null, null]",
+                "-D[1, 100, null, null]",
+                "+I[1, 100, 1, 10]",
+                "+I[1, 100, 1, 20]",
+                "-D[1, 100, 1, 10]",
+                "-D[1, 100, 1, 20]",
+                "+I[1, 100, null, null]",
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshot_and_restore_continue_identically() {
+        let (l, r) = (schema(&["lk", "lv"], false), schema(&["rk", "rv"], false));
+        let mut a = join(JoinKind::Full);
+        let mut out = Vec::new();
+        a.process(0, batch(&l, &[("+I", &[1, 100]), ("+I", &[2, 200])]), &mut out).unwrap();
+        a.process(1, batch(&r, &[("+I", &[2, 20])]), &mut out).unwrap();
+        let snap = a.snapshot().unwrap();
+        let mut b = join(JoinKind::Full);
+        b.restore(&snap).unwrap();
+        let (mut oa, mut ob) = (Vec::new(), Vec::new());
+        let next = batch(&r, &[("+I", &[1, 10]), ("-D", &[2, 20])]);
+        a.process(1, next.clone(), &mut oa).unwrap();
+        b.process(1, next, &mut ob).unwrap();
+        assert_eq!(show(&oa), show(&ob));
+        assert!(b.restore(&snap[..snap.len() / 2]).is_err());
+    }
 }

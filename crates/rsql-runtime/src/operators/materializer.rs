@@ -99,3 +99,18 @@ impl Operator for SinkMaterializer {
         self.rows.iter().map(|(k, l)| k.len() + l.iter().map(|r| r.len() + 24).sum::<usize>() + 48).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::testutil::{batch, schema, show};
+
+    #[test]
+    fn a_key_is_deleted_only_when_no_row_holds_it() {
+        let s = schema(&["k", "v"], false);
+        let mut m = SinkMaterializer::new(s.clone(), &[0]).unwrap();
+        let mut out = Vec::new();
+        m.process(0, batch(&s, &[("+I", &[1, 10]), ("+I", &[1, 20]), ("-D", &[1, 20]), ("-D", &[1, 10])]), &mut out).unwrap();
+        assert_eq!(show(&out), vec!["+I[1, 10]", "+U[1, 20]", "+U[1, 10]", "-D[1, 10]"]);
+    }
+}

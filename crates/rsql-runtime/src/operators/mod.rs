@@ -7,6 +7,8 @@ pub mod join;
 pub mod materializer;
 pub mod normalize;
 pub mod state;
+#[cfg(test)]
+mod testutil;
 
 use rsql_common::{ChangeBatch, Result};
 

@@ -94,3 +94,18 @@ impl Operator for ChangelogNormalize {
         self.last.iter().map(|(k, v)| k.len() + v.len() + 48).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::testutil::{batch, schema, show};
+
+    #[test]
+    fn upserts_become_a_changelog() {
+        let s = schema(&["k", "v"], true);
+        let mut n = ChangelogNormalize::new(s.clone(), &[0]).unwrap();
+        let mut out = Vec::new();
+        n.process(0, batch(&s, &[("+U", &[1, 10]), ("+U", &[1, 10]), ("+U", &[1, 11]), ("-D", &[1, 0]), ("-D", &[2, 0])]), &mut out).unwrap();
+        assert_eq!(show(&out), vec!["+I[1, 10]", "-U[1, 10]", "+U[1, 11]", "-D[1, 11]"]);
+    }
+}
