@@ -1,1 +1,20 @@
-//! placeholder
+//! Built-in connectors and the formats they share. Each connector module exposes
+//! `register(&mut ConnectorRegistry)`; `register_builtin` registers them all.
+
+pub mod blackhole;
+pub mod datagen;
+pub mod filesystem;
+pub mod formats;
+pub mod mysql_cdc;
+pub mod print;
+
+use rsql_runtime::ConnectorRegistry;
+
+/// Registers every connector of this crate.
+pub fn register_builtin(reg: &mut ConnectorRegistry) {
+    blackhole::register(reg);
+    datagen::register(reg);
+    filesystem::register(reg);
+    mysql_cdc::register(reg);
+    print::register(reg);
+}

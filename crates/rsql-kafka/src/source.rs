@@ -1,0 +1,848 @@
+//! The kafka / upsert-kafka source: resolves the partitions of its topics, picks each one's start
+//! (and end, when bounded) offset, assigns them to one consumer and decodes messages into Arrow
+//! batches with their metadata columns.
+//!
+//! Bounded reads (`scan.bounded.mode`) end each partition at an offset fixed when the source
+//! starts (the high watermark for `latest-offset`) and return once every partition got there.
+//! Offsets of rows handed to the engine are committed to `properties.group.id` (when set) about
+//! every second and when the source ends, so a restart with `group-offsets` resumes after them.
+//! Brokers that cannot be reached are retried with backoff and logged; a topic that does not exist
+//! is an error unless `properties.allow.auto.create.topics` is `true`. An unbounded kafka source
+//! looks for new partitions (and, with `topic-pattern`, new topics) every
+//! `scan.topic-partition-discovery.interval` (5 minutes by default, `0` turns it off) and reads
+//! them from their earliest offset.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, Timestamp, TopicPartitionList};
+use rsql_common::arrow::array::{ArrayRef, BinaryBuilder, MapArray, StringBuilder, StructArray};
+use rsql_common::arrow::buffer::OffsetBuffer;
+use rsql_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rsql_common::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use rsql_common::builder::Datum;
+use rsql_common::types::FlinkType;
+use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
+use rsql_connectors::formats::{self, DecodedRows, RowDecoder};
+use rsql_runtime::connector::{ProducedColumn, Source, SourceContext};
+use tokio::sync::watch;
+
+use crate::config::{BoundedMode, KafkaTable, StartupMode};
+
+/// Timeout of one metadata / offsets request to the brokers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Routes librdkafka's log lines and errors to `tracing`.
+pub struct LogContext {
+    pub table: String,
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error => tracing::error!(table = %self.table, facility = fac, "librdkafka: {log_message}"),
+            Warning => tracing::warn!(table = %self.table, facility = fac, "librdkafka: {log_message}"),
+            Notice | Info => tracing::info!(table = %self.table, facility = fac, "librdkafka: {log_message}"),
+            Debug => tracing::debug!(table = %self.table, facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(table = %self.table, "kafka client error (retried by librdkafka): {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for LogContext {}
+
+type KConsumer = StreamConsumer<LogContext>;
+
+#[derive(Clone, Copy, Debug)]
+enum Meta {
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    TimestampType,
+    LeaderEpoch,
+    Headers,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Out {
+    /// A physical column: its position in the decoded value and/or key.
+    Physical { value: Option<usize>, key: Option<usize> },
+    Meta(Meta),
+}
+
+/// The kafka / upsert-kafka source.
+pub struct KafkaSource {
+    cfg: KafkaTable,
+    decoding: Decoding,
+}
+
+/// Turns messages into rows of the produced columns.
+struct Decoding {
+    upsert: bool,
+    key_decoder: Option<Box<dyn RowDecoder>>,
+    value_decoder: Box<dyn RowDecoder>,
+    outputs: Vec<Out>,
+    /// The produced columns without `headers` ones, built by `rows`.
+    rows: DecodedRows,
+    /// Position (in the produced columns) and field of each `headers` column.
+    header_columns: Vec<(usize, Field)>,
+    /// Headers of each row of the batch under construction (only when asked for).
+    headers: Vec<MessageHeaders>,
+    schema: SchemaRef,
+    key_buf: Vec<Datum>,
+}
+
+impl KafkaSource {
+    pub fn new(cfg: KafkaTable, columns: &[ProducedColumn]) -> Result<Self> {
+        let key_cols = cfg.key_columns();
+        let value_cols = cfg.value_columns();
+        let key_decoder = match &cfg.key_format {
+            Some(f) => Some(formats::create_decoder(f, &key_cols, &cfg.table, "key.")?),
+            None => None,
+        };
+        let value_decoder = formats::create_decoder(&cfg.value_format, &value_cols, &cfg.table, cfg.value_prefix)?;
+        let mut outputs = Vec::with_capacity(columns.len());
+        let mut fields = Vec::with_capacity(columns.len());
+        let mut built = Vec::new();
+        let mut header_columns = Vec::new();
+        for (pos, c) in columns.iter().enumerate() {
+            let mut ty = c.ty().clone();
+            let out = match c {
+                ProducedColumn::Physical { name, .. } => {
+                    let p = cfg.physical.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                        RsqlError::execution(format!("table '{}' has no physical column '{name}'", cfg.name()))
+                    })?;
+                    let key = cfg.key_fields.iter().position(|&k| k == p);
+                    let value = cfg.value_fields.iter().position(|&v| v == p);
+                    if cfg.upsert && key.is_none() {
+                        // A tombstone carries only the key: the other columns are NULL.
+                        ty = ty.with_nullable(true);
+                    }
+                    Out::Physical { value, key }
+                }
+                ProducedColumn::Metadata { key, name, .. } => Out::Meta(match key.as_str() {
+                    "topic" => Meta::Topic,
+                    "partition" => Meta::Partition,
+                    "offset" => Meta::Offset,
+                    "timestamp" => Meta::Timestamp,
+                    "timestamp-type" => Meta::TimestampType,
+                    "leader-epoch" => Meta::LeaderEpoch,
+                    "headers" => {
+                        if !matches!(ty.ty, FlinkType::Map(..)) {
+                            return Err(RsqlError::validation(
+                                format!("table '{}': metadata column '{name}' (headers) must be MAP<STRING, BYTES>", cfg.name()),
+                                None,
+                            ));
+                        }
+                        Meta::Headers
+                    }
+                    other => {
+                        return Err(RsqlError::validation(
+                            format!(
+                                "table '{}': the kafka connector has no metadata key '{other}'; available: {}",
+                                cfg.name(),
+                                crate::metadata_columns().iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                            ),
+                            None,
+                        ))
+                    }
+                }),
+            };
+            let field = ty.to_field(c.name());
+            if matches!(out, Out::Meta(Meta::Headers)) {
+                header_columns.push((pos, field.clone()));
+            } else {
+                built.push((c.name().to_string(), ty.clone()));
+            }
+            fields.push(field);
+            outputs.push(out);
+        }
+        let decoding = Decoding {
+            upsert: cfg.upsert,
+            key_decoder,
+            value_decoder,
+            outputs,
+            rows: DecodedRows::new(&built, 1024)?,
+            header_columns,
+            headers: Vec::new(),
+            schema: Arc::new(Schema::new(fields)),
+            key_buf: Vec::new(),
+        };
+        Ok(KafkaSource { cfg, decoding })
+    }
+}
+
+fn timestamp_parts(ts: Timestamp) -> (i64, &'static str) {
+    match ts {
+        Timestamp::NotAvailable => (-1, "NoTimestampType"),
+        Timestamp::CreateTime(t) => (t, "CreateTime"),
+        Timestamp::LogAppendTime(t) => (t, "LogAppendTime"),
+    }
+}
+
+impl Decoding {
+    fn pending(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Decodes one message into rows.
+    fn message(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
+        let (ts, ts_type) = timestamp_parts(msg.timestamp());
+        // SAFETY: the pointer is the live message `msg` borrows; librdkafka only reads it.
+        let epoch = unsafe { rdkafka::bindings::rd_kafka_message_leader_epoch(msg.ptr()) };
+        let want_headers = !self.header_columns.is_empty();
+        let headers: MessageHeaders = if want_headers {
+            msg.headers()
+                .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+
+        // Key.
+        self.key_buf.clear();
+        if let Some(kd) = self.key_decoder.as_mut() {
+            let mut got: Option<Vec<Datum>> = None;
+            if let Some(k) = msg.key() {
+                kd.decode_with(k, &mut |_, vals| {
+                    if got.is_none() {
+                        got = Some(vals);
+                    }
+                    Ok(())
+                })?;
+            }
+            if let Some(vals) = got {
+                self.key_buf = vals;
+            }
+        }
+        let key_vals = std::mem::take(&mut self.key_buf);
+        let topic = msg.topic();
+        let partition = msg.partition();
+        let offset = msg.offset();
+        let outputs = &self.outputs;
+        let rows = &mut self.rows;
+        let headers_out = &mut self.headers;
+        let upsert = self.upsert;
+        let mut emit = |kind: RowKind, values: Vec<Datum>, tombstone: bool| -> Result<()> {
+            let mut row = Vec::with_capacity(outputs.len());
+            for o in outputs {
+                let d = match o {
+                    Out::Physical { value, key } => {
+                        let from_value = if tombstone { None } else { value.and_then(|i| values.get(i).cloned()) };
+                        match (from_value, key) {
+                            (Some(v), _) => v,
+                            (None, Some(k)) => key_vals.get(*k).cloned().unwrap_or(Datum::Null),
+                            (None, None) => Datum::Null,
+                        }
+                    }
+                    Out::Meta(Meta::Topic) => Datum::Str(topic.to_string()),
+                    Out::Meta(Meta::Partition) => Datum::Int(partition as i64),
+                    Out::Meta(Meta::Offset) => Datum::Int(offset),
+                    Out::Meta(Meta::Timestamp) => Datum::Timestamp(ts.saturating_mul(1000)),
+                    Out::Meta(Meta::TimestampType) => Datum::Str(ts_type.to_string()),
+                    Out::Meta(Meta::LeaderEpoch) => if epoch >= 0 { Datum::Int(epoch as i64) } else { Datum::Null },
+                    Out::Meta(Meta::Headers) => continue,
+                };
+                row.push(d);
+            }
+            rows.push(kind, row)?;
+            if want_headers {
+                headers_out.push(headers.clone());
+            }
+            Ok(())
+        };
+        let result = match msg.payload() {
+            None if upsert => emit(RowKind::Delete, Vec::new(), true),
+            None => self.value_decoder.decode_null(&mut |k, v| emit(k, v, false)),
+            Some(p) => self.value_decoder.decode_with(p, &mut |k, v| {
+                let kind = if upsert && k == RowKind::Insert { RowKind::UpdateAfter } else { k };
+                emit(kind, v, false)
+            }),
+        };
+        self.key_buf = key_vals;
+        result
+    }
+
+    /// The rows decoded so far as a batch of the produced columns.
+    fn finish(&mut self) -> Result<ChangeBatch> {
+        let batch = self.rows.finish()?;
+        if self.header_columns.is_empty() {
+            return Ok(batch);
+        }
+        let n = batch.num_rows();
+        let mut built = batch.data.columns().iter().cloned();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.outputs.len());
+        let headers = std::mem::take(&mut self.headers);
+        for (pos, _) in self.outputs.iter().enumerate() {
+            match self.header_columns.iter().find(|(p, _)| *p == pos) {
+                Some((_, field)) => columns.push(headers_array(field, &headers)?),
+                None => columns.push(built.next().ok_or_else(|| RsqlError::execution("kafka source: column count mismatch"))?),
+            }
+        }
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        Ok(ChangeBatch::new(data, batch.kinds))
+    }
+}
+
+/// The headers of one message: key and value (None for a null value).
+type MessageHeaders = Vec<(String, Option<Vec<u8>>)>;
+
+/// A MAP<STRING, BYTES> column of message headers, shaped like `field`'s type.
+fn headers_array(field: &Field, rows: &[MessageHeaders]) -> Result<ArrayRef> {
+    let (entries_field, ordered) = match field.data_type() {
+        DataType::Map(f, o) => (f.clone(), *o),
+        other => return Err(RsqlError::execution(format!("headers column has type {other}, expected a map"))),
+    };
+    let kv_fields = match entries_field.data_type() {
+        DataType::Struct(f) => f.clone(),
+        other => return Err(RsqlError::execution(format!("headers map entries have type {other}"))),
+    };
+    let mut keys = StringBuilder::new();
+    let mut values = BinaryBuilder::new();
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0i32);
+    let mut n = 0i32;
+    for r in rows {
+        for (k, v) in r {
+            keys.append_value(k);
+            match v {
+                Some(b) => values.append_value(b),
+                None => values.append_null(),
+            }
+            n += 1;
+        }
+        offsets.push(n);
+    }
+    let entries = StructArray::try_new(kv_fields, vec![Arc::new(keys.finish()) as ArrayRef, Arc::new(values.finish())], None)?;
+    let map = MapArray::try_new(entries_field, OffsetBuffer::new(offsets.into()), entries, None, ordered)?;
+    Ok(Arc::new(map))
+}
+
+async fn blocking<T: Send + 'static>(
+    consumer: &Arc<KConsumer>,
+    f: impl FnOnce(&KConsumer) -> T + Send + 'static,
+) -> Result<T> {
+    let c = consumer.clone();
+    tokio::task::spawn_blocking(move || f(&c)).await.map_err(|e| RsqlError::execution(format!("kafka client task failed: {e}")))
+}
+
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stopped(stop) => true,
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            // The sender is gone: nobody can ask us to stop any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn reset_offset(cfg: &KafkaTable) -> Offset {
+    match cfg.properties.get("auto.offset.reset").map(|s| s.to_ascii_lowercase()) {
+        Some(s) if s == "latest" || s == "largest" || s == "end" => Offset::End,
+        _ => Offset::Beginning,
+    }
+}
+
+/// Per-partition progress.
+struct PartitionState {
+    end: Option<i64>,
+    done: bool,
+    /// Next offset to commit (after the last row handed on).
+    next: Option<i64>,
+}
+
+impl KafkaSource {
+    fn context(&self) -> LogContext {
+        LogContext { table: self.cfg.name().to_string() }
+    }
+
+    fn consumer(&self) -> Result<KConsumer> {
+        let mut c = self.cfg.client_config();
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        if self.cfg.bounded.is_some() {
+            c.set("enable.partition.eof", "true");
+        }
+        if !self.cfg.properties.contains_key("client.id") {
+            c.set("client.id", format!("rsql-{}", self.cfg.name()));
+        }
+        if self.cfg.group_id.is_none() {
+            // librdkafka wants a group even for assigned partitions; offsets are committed only
+            // to a group the table names.
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            c.set("group.id", format!("rsql-{}-{}-{nanos:x}", self.cfg.name(), std::process::id()));
+        }
+        c.create_with_context(self.context()).map_err(|e| {
+            RsqlError::connector(format!("table '{}'", self.cfg.name()), format!("cannot create a kafka consumer: {e}"))
+        })
+    }
+
+    fn commit(&self, consumer: &KConsumer, states: &mut BTreeMap<(String, i32), PartitionState>, mode: CommitMode) {
+        if self.cfg.group_id.is_none() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), s) in states.iter_mut() {
+            if let Some(n) = s.next.take() {
+                let _ = tpl.add_partition_offset(t, *p, Offset::Offset(n));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            tracing::warn!(table = %self.cfg.name(), "cannot commit offsets: {e}");
+        }
+    }
+}
+
+/// The partitions to read, retrying while the brokers cannot be reached. `None` when asked to
+/// stop meanwhile.
+async fn partitions(cfg: &KafkaTable, consumer: &Arc<KConsumer>, stop: &mut watch::Receiver<bool>) -> Result<Option<Vec<(String, i32)>>> {
+    let ctx = format!("table '{}'", cfg.name());
+    let auto_create = cfg.properties.get("allow.auto.create.topics").map(|v| v == "true").unwrap_or(false);
+    let pattern = match &cfg.topic_pattern {
+        Some(p) => Some(regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| RsqlError::connector(&ctx, e))?),
+        None => None,
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut missing_tries = 0;
+    loop {
+        let topics = cfg.topics.clone();
+        let pattern_mode = pattern.is_some();
+        let fetch = blocking(consumer, move |c| {
+            if pattern_mode {
+                c.fetch_metadata(None, REQUEST_TIMEOUT).map(|m| vec![m])
+            } else {
+                topics.iter().map(|t| c.fetch_metadata(Some(t), REQUEST_TIMEOUT)).collect::<Result<Vec<_>, _>>()
+            }
+        });
+        let md = tokio::select! {
+            r = fetch => r?,
+            _ = stopped(stop) => return Ok(None),
+        };
+        match md {
+            Err(e) => {
+                tracing::warn!(table = %cfg.name(), servers = %cfg.servers(), "cannot fetch metadata of {}: {e}; retrying in {:?}", cfg.describe_topics(), backoff);
+                if wait_or_stop(stop, backoff).await {
+                    return Ok(None);
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Ok(mds) => {
+                let mut out = Vec::new();
+                let mut missing = Vec::new();
+                for md in &mds {
+                    for t in md.topics() {
+                        if let Some(p) = &pattern {
+                            if !p.is_match(t.name()) || t.name().starts_with("__") {
+                                continue;
+                            }
+                        }
+                        if t.error().is_some() || t.partitions().is_empty() {
+                            missing.push(t.name().to_string());
+                            continue;
+                        }
+                        for p in t.partitions() {
+                            out.push((t.name().to_string(), p.id()));
+                        }
+                    }
+                }
+                if pattern.is_some() && out.is_empty() {
+                    return Err(RsqlError::connector(
+                        ctx,
+                        format!("no topic on {} matches the pattern '{}'", cfg.servers(), cfg.topic_pattern.clone().unwrap_or_default()),
+                    ));
+                }
+                if !missing.is_empty() {
+                    missing_tries += 1;
+                    if !auto_create || missing_tries > 20 {
+                        return Err(RsqlError::connector(
+                            ctx,
+                            format!(
+                                "topic '{}' does not exist on {}; create it first, or set 'properties.allow.auto.create.topics' = 'true' if the broker creates topics on demand",
+                                missing.join("', '"),
+                                cfg.servers()
+                            ),
+                        ));
+                    }
+                    if wait_or_stop(stop, Duration::from_millis(200)).await {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                out.sort();
+                return Ok(Some(out));
+            }
+        }
+    }
+}
+
+/// Committed offsets of the group for `parts` (None where there is none or no group).
+async fn committed(cfg: &KafkaTable, consumer: &Arc<KConsumer>, parts: &[(String, i32)]) -> Result<BTreeMap<(String, i32), i64>> {
+    let mut out = BTreeMap::new();
+    if cfg.group_id.is_none() {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition(t, *p);
+    }
+    let res = blocking(consumer, move |c| c.committed_offsets(tpl, REQUEST_TIMEOUT)).await?;
+    let tpl = res.map_err(|e| {
+        RsqlError::connector(format!("table '{}'", cfg.name()), format!("cannot read the committed offsets: {e}"))
+    })?;
+    for e in tpl.elements() {
+        if let Offset::Offset(o) = e.offset() {
+            out.insert((e.topic().to_string(), e.partition()), o);
+        }
+    }
+    Ok(out)
+}
+
+async fn for_timestamp(cfg: &KafkaTable, consumer: &Arc<KConsumer>, parts: &[(String, i32)], ts: i64) -> Result<BTreeMap<(String, i32), Offset>> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition_offset(t, *p, Offset::Offset(ts)).map_err(|e| RsqlError::execution(e.to_string()))?;
+    }
+    let res = blocking(consumer, move |c| c.offsets_for_times(tpl, REQUEST_TIMEOUT)).await?;
+    let tpl = res.map_err(|e| {
+        RsqlError::connector(format!("table '{}'", cfg.name()), format!("cannot look up offsets for timestamp {ts}: {e}"))
+    })?;
+    Ok(tpl.elements().iter().map(|e| ((e.topic().to_string(), e.partition()), e.offset())).collect())
+}
+
+async fn watermarks(cfg: &KafkaTable, consumer: &Arc<KConsumer>, parts: &[(String, i32)]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+    let parts = parts.to_vec();
+    let res = blocking(consumer, move |c| {
+        parts
+            .iter()
+            .map(|(t, p)| c.fetch_watermarks(t, *p, REQUEST_TIMEOUT).map(|w| ((t.clone(), *p), w)))
+            .collect::<Result<BTreeMap<_, _>, _>>()
+    })
+    .await?;
+    res.map_err(|e| RsqlError::connector(format!("table '{}'", cfg.name()), format!("cannot read the partitions' offsets: {e}")))
+}
+
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn run(&mut self, ctx: SourceContext) -> Result<()> {
+        let mut stop = ctx.stop.clone();
+        let consumer = Arc::new(self.consumer()?);
+        let parts = match partitions(&self.cfg, &consumer, &mut stop).await? {
+            Some(p) => p,
+            None => return Ok(()),
+        };
+
+        // Where each partition starts.
+        let committed = match (&self.cfg.startup, &self.cfg.bounded) {
+            (StartupMode::GroupOffsets | StartupMode::SpecificOffsets(_), _) | (_, Some(BoundedMode::GroupOffsets)) => {
+                committed(&self.cfg, &consumer, &parts).await?
+            }
+            _ => BTreeMap::new(),
+        };
+        let mut start: BTreeMap<(String, i32), Offset> = BTreeMap::new();
+        match &self.cfg.startup {
+            StartupMode::Earliest => parts.iter().for_each(|tp| {
+                start.insert(tp.clone(), Offset::Beginning);
+            }),
+            StartupMode::Latest => parts.iter().for_each(|tp| {
+                start.insert(tp.clone(), Offset::End);
+            }),
+            StartupMode::GroupOffsets => parts.iter().for_each(|tp| {
+                start.insert(tp.clone(), committed.get(tp).map(|o| Offset::Offset(*o)).unwrap_or_else(|| reset_offset(&self.cfg)));
+            }),
+            StartupMode::Timestamp(ts) => {
+                for (tp, o) in for_timestamp(&self.cfg, &consumer, &parts, *ts).await? {
+                    start.insert(tp, match o {
+                        Offset::Offset(n) if n >= 0 => Offset::Offset(n),
+                        _ => Offset::End,
+                    });
+                }
+            }
+            StartupMode::SpecificOffsets(m) => parts.iter().for_each(|tp| {
+                let o = match m.get(&tp.1) {
+                    Some(o) if self.cfg.topics.len() <= 1 => Offset::Offset(*o),
+                    _ => committed.get(tp).map(|o| Offset::Offset(*o)).unwrap_or(Offset::Beginning),
+                };
+                start.insert(tp.clone(), o);
+            }),
+        }
+
+        // Where each partition ends, when bounded.
+        let mut states: BTreeMap<(String, i32), PartitionState> =
+            parts.iter().map(|tp| (tp.clone(), PartitionState { end: None, done: false, next: None })).collect();
+        if let Some(b) = self.cfg.bounded.clone() {
+            let marks = watermarks(&self.cfg, &consumer, &parts).await?;
+            let by_ts = match &b {
+                BoundedMode::Timestamp(ts) => for_timestamp(&self.cfg, &consumer, &parts, *ts).await?,
+                _ => BTreeMap::new(),
+            };
+            for tp in &parts {
+                let (low, high) = marks.get(tp).copied().unwrap_or((0, 0));
+                let end = match &b {
+                    BoundedMode::Latest => high,
+                    BoundedMode::GroupOffsets => committed.get(tp).copied().unwrap_or(high),
+                    BoundedMode::Timestamp(_) => match by_ts.get(tp) {
+                        Some(Offset::Offset(n)) if *n >= 0 => *n,
+                        _ => high,
+                    },
+                    BoundedMode::SpecificOffsets(m) => m.get(&tp.1).copied().unwrap_or(high),
+                };
+                let first = match start.get(tp) {
+                    Some(Offset::Offset(n)) => *n,
+                    Some(Offset::End) => high,
+                    _ => low,
+                };
+                if let Some(s) = states.get_mut(tp) {
+                    s.end = Some(end);
+                    s.done = first >= end || high <= low;
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &parts {
+            if states.get(tp).map(|s| s.done).unwrap_or(false) {
+                continue;
+            }
+            let o = start.get(tp).copied().unwrap_or(Offset::Beginning);
+            tpl.add_partition_offset(&tp.0, tp.1, o).map_err(|e| RsqlError::execution(e.to_string()))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        consumer.assign(&tpl).map_err(|e| {
+            RsqlError::connector(format!("table '{}'", self.cfg.name()), format!("cannot assign partitions of {}: {e}", self.cfg.describe_topics()))
+        })?;
+
+        let mut next_discovery = self.cfg.discovery_interval.filter(|_| !bounded_mode(&self.cfg)).map(|d| Instant::now() + d);
+        let batch_size = ctx.batch_size.max(1);
+        let delay = if ctx.max_batch_delay.is_zero() { Duration::from_millis(100) } else { ctx.max_batch_delay };
+        let mut first_row_at: Option<Instant> = None;
+        let mut last_commit = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let table = self.cfg.name().to_string();
+        let mut skipped_reported = 0u64;
+        let bounded = self.cfg.bounded.is_some();
+
+        let result: Result<()> = 'run: loop {
+            if bounded && states.values().all(|s| s.done) {
+                break 'run Ok(());
+            }
+            if let (Some(at), Some(every)) = (next_discovery, self.cfg.discovery_interval) {
+                if Instant::now() >= at {
+                    next_discovery = Some(Instant::now() + every);
+                    if let Ok(Some(found)) = partitions(&self.cfg, &consumer, &mut stop).await {
+                        let mut added = TopicPartitionList::new();
+                        for tp in found {
+                            if let std::collections::btree_map::Entry::Vacant(e) = states.entry(tp.clone()) {
+                                e.insert(PartitionState { end: None, done: false, next: None });
+                                let _ = added.add_partition_offset(&tp.0, tp.1, Offset::Beginning);
+                            }
+                        }
+                        if added.count() > 0 {
+                            tracing::info!(table = %table, "reading {} new partition(s)", added.count());
+                            if let Err(e) = consumer.incremental_assign(&added) {
+                                tracing::warn!(table = %table, "cannot assign new partitions: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            let deadline = first_row_at.map(|t| t + delay);
+            let wake = match (deadline, next_discovery) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let event = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => Event::Stop,
+                _ = async {
+                    match wake {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => if deadline.map(|d| Instant::now() >= d).unwrap_or(false) { Event::Flush } else { Event::Nothing },
+                m = consumer.recv() => {
+                    match m {
+                        Ok(msg) => {
+                            let tp = (msg.topic().to_string(), msg.partition());
+                            let offset = msg.offset();
+                            let state = states.get_mut(&tp);
+                            let skip = match &state {
+                                Some(s) => s.done || s.end.map(|e| offset >= e).unwrap_or(false),
+                                None => true,
+                            };
+                            if skip {
+                                Event::Nothing
+                            } else {
+                                if let Err(e) = self.decoding.message(&msg) {
+                                    let head = msg.payload().map(formats::describe_bytes).unwrap_or_else(|| "a null value".into());
+                                    break 'run Err(RsqlError::data(
+                                        format!("table '{table}': topic '{}' partition {} offset {}", tp.0, tp.1, offset),
+                                        format!("{e}; the message starts with {head}"),
+                                    ));
+                                }
+                                if let Some(s) = states.get_mut(&tp) {
+                                    s.next = Some(offset + 1);
+                                    if s.end.map(|e| offset + 1 >= e).unwrap_or(false) {
+                                        s.done = true;
+                                        let mut p = TopicPartitionList::new();
+                                        p.add_partition(&tp.0, tp.1);
+                                        let _ = consumer.pause(&p);
+                                    }
+                                }
+                                backoff = Duration::from_millis(100);
+                                Event::Row
+                            }
+                        }
+                        Err(KafkaError::PartitionEOF(_)) => Event::Eof,
+                        Err(e) => Event::Error(e),
+                    }
+                }
+            };
+            match event {
+                Event::Stop => break 'run Ok(()),
+                Event::Nothing => {}
+                Event::Row => {
+                    if first_row_at.is_none() && self.decoding.pending() > 0 {
+                        first_row_at = Some(Instant::now());
+                    }
+                    if self.decoding.pending() >= batch_size {
+                        if let Err(e) = ctx.emit(self.decoding.finish()?).await {
+                            break 'run Err(e);
+                        }
+                        first_row_at = None;
+                    }
+                }
+                Event::Flush => {
+                    if self.decoding.pending() > 0 {
+                        if let Err(e) = ctx.emit(self.decoding.finish()?).await {
+                            break 'run Err(e);
+                        }
+                    }
+                    first_row_at = None;
+                }
+                Event::Eof => {
+                    if let Ok(pos) = consumer.position() {
+                        for e in pos.elements() {
+                            let tp = (e.topic().to_string(), e.partition());
+                            if let (Some(s), Offset::Offset(p)) = (states.get_mut(&tp), e.offset()) {
+                                if s.end.map(|end| p >= end).unwrap_or(false) {
+                                    s.done = true;
+                                }
+                            }
+                        }
+                    }
+                }
+                Event::Error(e) => {
+                    let fatal = matches!(
+                        e.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed | RDKafkaErrorCode::Fatal)
+                    );
+                    if fatal {
+                        break 'run Err(RsqlError::connector(format!("table '{table}'"), format!("kafka consumer failed: {e}")));
+                    }
+                    tracing::warn!(table = %table, servers = %self.cfg.servers(), "kafka consumer error: {e}; retrying in {:?}", backoff);
+                    if wait_or_stop(&mut stop, backoff).await {
+                        break 'run Ok(());
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            if last_commit.elapsed() >= Duration::from_secs(1) && self.decoding.pending() == 0 {
+                self.commit(&consumer, &mut states, CommitMode::Async);
+                last_commit = Instant::now();
+            }
+            let skipped = self.decoding.value_decoder.skipped();
+            if skipped > skipped_reported {
+                tracing::warn!(table = %table, skipped, "kafka source skipped messages that did not parse");
+                skipped_reported = skipped;
+            }
+        };
+        // Hand on what was decoded, then commit what was handed on.
+        let mut result = result;
+        if self.decoding.pending() > 0 {
+            match ctx.emit(self.decoding.finish()?).await {
+                Ok(()) => {}
+                Err(e) if result.is_ok() && !ctx.is_stopping() => result = Err(e),
+                Err(_) => {
+                    for s in states.values_mut() {
+                        s.next = None;
+                    }
+                }
+            }
+        }
+        if result.is_ok() {
+            let c = consumer.clone();
+            let mut st = std::mem::take(&mut states);
+            let this_group = self.cfg.group_id.is_some();
+            if this_group {
+                let mut tpl = TopicPartitionList::new();
+                for ((t, p), s) in st.iter_mut() {
+                    if let Some(n) = s.next.take() {
+                        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(n));
+                    }
+                }
+                if tpl.count() > 0 {
+                    let r = blocking(&c, move |c| c.commit(&tpl, CommitMode::Sync)).await?;
+                    if let Err(e) = r {
+                        tracing::warn!(table = %table, "cannot commit offsets: {e}");
+                    }
+                }
+            }
+        }
+        result
+    }
+}
+
+fn bounded_mode(cfg: &KafkaTable) -> bool {
+    cfg.bounded.is_some()
+}
+
+enum Event {
+    Stop,
+    Flush,
+    Row,
+    Nothing,
+    Eof,
+    Error(KafkaError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsql_common::arrow::array::Array;
+
+    #[test]
+    fn headers_column_matches_the_declared_type() {
+        let ty = crate::metadata_columns().into_iter().find(|(k, _)| *k == "headers").unwrap().1;
+        let field = ty.to_field("h");
+        let rows = vec![vec![("a".to_string(), Some(b"1".to_vec())), ("b".to_string(), None)], vec![]];
+        let arr = headers_array(&field, &rows).unwrap();
+        assert_eq!(arr.data_type(), field.data_type());
+        assert_eq!(arr.len(), 2);
+    }
+}

@@ -1,0 +1,644 @@
+//! Integration tests of the kafka and upsert-kafka connectors against a real Kafka-protocol broker
+//! (tansu, started by `scripts/kafka.sh start`, which is idempotent). Sources and sinks are driven
+//! directly through their traits.
+
+use std::sync::Once;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rsql_common::builder::{datum_at, Datum, RowsBuilder};
+use rsql_common::catalog::{ColumnDef, ObjectPath, OptionValue, TableDef};
+use rsql_common::types::{FlinkType, LogicalType, MAX_LENGTH};
+use rsql_common::{ChangeBatch, RowKind};
+use rsql_runtime::connector::{ChangelogMode, ConnectorFactory, Message as Msg, ProducedColumn, SourceContext};
+use tokio::sync::{mpsc, watch};
+
+fn port() -> String {
+    std::env::var("RSQL_KAFKA_PORT").unwrap_or_else(|_| "19092".into())
+}
+
+fn servers() -> String {
+    format!("127.0.0.1:{}", port())
+}
+
+fn script() -> String {
+    format!("{}/../../scripts/kafka.sh", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn broker() {
+    static START: Once = Once::new();
+    START.call_once(|| {
+        let st = std::process::Command::new("bash").arg(script()).arg("start").status().expect("run scripts/kafka.sh");
+        assert!(st.success(), "scripts/kafka.sh start failed; see $RSQL_KAFKA_DIR/tansu.log");
+    });
+}
+
+fn topic(name: &str, partitions: u32) -> String {
+    broker();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let t = format!("{name}_{nanos}");
+    let st = std::process::Command::new("bash")
+        .arg(script())
+        .args(["create-topic", &t, &partitions.to_string()])
+        .status()
+        .expect("run scripts/kafka.sh create-topic");
+    assert!(st.success(), "cannot create topic {t}");
+    t
+}
+
+fn col(name: &str, ty: FlinkType, nullable: bool) -> ColumnDef {
+    ColumnDef::physical(name, LogicalType::new(ty, nullable))
+}
+
+fn orders_columns() -> Vec<ColumnDef> {
+    vec![
+        col("order_id", FlinkType::Int, false),
+        col("order_revenue", FlinkType::Float, true),
+        col("order_region", FlinkType::Varchar(40), true),
+        col("customer_id", FlinkType::Int, true),
+    ]
+}
+
+fn table(columns: Vec<ColumnDef>, pk: Option<&[&str]>, opts: &[(&str, &str)]) -> TableDef {
+    let mut options: std::collections::BTreeMap<String, OptionValue> = opts
+        .iter()
+        .map(|(k, v)| (k.to_string(), OptionValue { value: v.to_string(), location: Default::default() }))
+        .collect();
+    options.insert("properties.bootstrap.servers".into(), OptionValue { value: servers(), location: Default::default() });
+    TableDef {
+        path: ObjectPath::new("default_catalog", "default_database", "t"),
+        columns,
+        primary_key: pk.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        watermark: None,
+        options,
+        comment: None,
+        temporary: false,
+        location: Default::default(),
+    }
+}
+
+fn factory(t: &TableDef) -> std::sync::Arc<dyn ConnectorFactory> {
+    let mut reg = rsql_runtime::ConnectorRegistry::new();
+    rsql_kafka::register(&mut reg);
+    reg.validate(t).unwrap_or_else(|e| panic!("table does not validate: {e}"))
+}
+
+fn batch(t: &TableDef, rows: Vec<(RowKind, Vec<Datum>)>) -> ChangeBatch {
+    let cols: Vec<(String, LogicalType)> = t.physical_columns().map(|c| (c.name.clone(), c.ty.clone())).collect();
+    let mut b = RowsBuilder::new(&cols, rows.len()).unwrap();
+    let mut kinds = Vec::new();
+    for (k, r) in rows {
+        b.append_row(r).unwrap();
+        kinds.push(k);
+    }
+    ChangeBatch::new(b.finish().unwrap(), kinds)
+}
+
+fn physical(t: &TableDef) -> Vec<ProducedColumn> {
+    t.physical_columns().map(|c| ProducedColumn::Physical { name: c.name.clone(), ty: c.ty.clone() }).collect()
+}
+
+async fn write(t: &TableDef, mode: ChangelogMode, batches: Vec<ChangeBatch>) {
+    let mut sink = factory(t).create_sink(t, &mode).unwrap();
+    for b in batches {
+        sink.write(b).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    sink.close().await.unwrap();
+}
+
+type Rows = Vec<(RowKind, Vec<Datum>)>;
+
+fn rows_of(b: &ChangeBatch) -> Rows {
+    (0..b.num_rows())
+        .map(|r| (b.kinds[r], b.data.columns().iter().map(|c| datum_at(c.as_ref(), r).unwrap()).collect()))
+        .collect()
+}
+
+/// Runs a (bounded) source to its end and returns its rows.
+async fn read(t: &TableDef, cols: &[ProducedColumn]) -> rsql_common::Result<Rows> {
+    let mut src = factory(t).create_source(t, cols)?;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let ctx = SourceContext {
+        out: tx,
+        stop: stop_rx,
+        table: "t".into(),
+        max_batch_delay: Duration::from_millis(20),
+        batch_size: 7,
+    };
+    let run = tokio::time::timeout(Duration::from_secs(60), src.run(ctx)).await.expect("bounded source did not end in 60s");
+    run?;
+    let mut rows = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        if let Msg::Batch(b) = m {
+            rows.extend(rows_of(&b));
+        }
+    }
+    Ok(rows)
+}
+
+/// Every message of a partition of a topic as (key, value), read with rdkafka.
+type RawMessage = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn raw_messages(topic: &str, partition: i32) -> Vec<RawMessage> {
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", servers()).set("group.id", format!("raw-{topic}")).create().unwrap();
+    let (_, high) = c.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (out.len() as i64) < high && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
+        }
+    }
+    out
+}
+
+type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+fn produce(topic: &str, messages: &[KeyValue<'_>]) {
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", servers()).create().unwrap();
+    for (k, v) in messages {
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(0);
+        if let Some(k) = k {
+            r = r.key(*k);
+        }
+        if let Some(v) = v {
+            r = r.payload(*v);
+        }
+        if let Some(hv) = v {
+            if hv.starts_with(b"{\"h") {
+                r = r.headers(OwnedHeaders::new().insert(rdkafka::message::Header { key: "trace", value: Some("abc") }));
+            }
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn s(v: &str) -> Datum {
+    Datum::Str(v.into())
+}
+
+fn text(v: &Option<Vec<u8>>) -> Option<String> {
+    v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn upsert_table(t: &str, extra: &[(&str, &str)]) -> TableDef {
+    let mut opts = vec![("connector", "upsert-kafka"), ("topic", t), ("key.format", "json"), ("value.format", "json")];
+    opts.extend_from_slice(extra);
+    table(orders_columns(), Some(&["order_id"]), &opts)
+}
+
+#[tokio::test]
+async fn upsert_kafka_writes_flink_json_and_tombstones_and_reads_them_back() {
+    let t = topic("ods_order", 1);
+    let tbl = upsert_table(&t, &[]);
+    let rows = vec![
+        (RowKind::Insert, vec![Datum::Int(1), Datum::Float(10.0), s("beijing"), Datum::Int(1)]),
+        (RowKind::Insert, vec![Datum::Int(2), Datum::Float(10.0), s("beijing"), Datum::Int(1)]),
+        (RowKind::UpdateBefore, vec![Datum::Int(1), Datum::Float(10.0), s("beijing"), Datum::Int(1)]),
+        (RowKind::UpdateAfter, vec![Datum::Int(1), Datum::Float(20.5), s("shanghai"), Datum::Int(1)]),
+        (RowKind::Delete, vec![Datum::Int(2), Datum::Float(10.0), s("beijing"), Datum::Int(1)]),
+    ];
+    write(&tbl, ChangelogMode::All, vec![batch(&tbl, rows)]).await;
+
+    let raw = raw_messages(&t, 0);
+    let got: Vec<(Option<String>, Option<String>)> = raw.iter().map(|(k, v)| (text(k), text(v))).collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                Some(r#"{"order_id":1}"#.into()),
+                Some(r#"{"order_id":1,"order_revenue":10.0,"order_region":"beijing","customer_id":1}"#.into())
+            ),
+            (
+                Some(r#"{"order_id":2}"#.into()),
+                Some(r#"{"order_id":2,"order_revenue":10.0,"order_region":"beijing","customer_id":1}"#.into())
+            ),
+            (
+                Some(r#"{"order_id":1}"#.into()),
+                Some(r#"{"order_id":1,"order_revenue":20.5,"order_region":"shanghai","customer_id":1}"#.into())
+            ),
+            (Some(r#"{"order_id":2}"#.into()), None),
+        ]
+    );
+
+    let src = upsert_table(&t, &[("scan.bounded.mode", "latest-offset")]);
+    let read_back = read(&src, &physical(&src)).await.unwrap();
+    assert_eq!(
+        read_back,
+        vec![
+            (RowKind::UpdateAfter, vec![Datum::Int(1), Datum::Float(10.0), s("beijing"), Datum::Int(1)]),
+            (RowKind::UpdateAfter, vec![Datum::Int(2), Datum::Float(10.0), s("beijing"), Datum::Int(1)]),
+            (RowKind::UpdateAfter, vec![Datum::Int(1), Datum::Float(20.5), s("shanghai"), Datum::Int(1)]),
+            (RowKind::Delete, vec![Datum::Int(2), Datum::Null, Datum::Null, Datum::Null]),
+        ]
+    );
+    let info = factory(&src).source_info(&src).unwrap();
+    assert_eq!(info.changelog_mode, ChangelogMode::Upsert { key: vec!["order_id".into()] });
+    assert!(info.bounded);
+}
+
+#[tokio::test]
+async fn upsert_buffer_keeps_the_last_change_per_key() {
+    let t = topic("buffered", 1);
+    let tbl = upsert_table(&t, &[("sink.buffer-flush.max-rows", "100"), ("sink.buffer-flush.interval", "1h")]);
+    let rows = vec![
+        (RowKind::Insert, vec![Datum::Int(1), Datum::Float(1.0), s("a"), Datum::Int(1)]),
+        (RowKind::UpdateBefore, vec![Datum::Int(1), Datum::Float(1.0), s("a"), Datum::Int(1)]),
+        (RowKind::UpdateAfter, vec![Datum::Int(1), Datum::Float(2.0), s("b"), Datum::Int(1)]),
+        (RowKind::Insert, vec![Datum::Int(2), Datum::Float(3.0), s("c"), Datum::Int(2)]),
+        (RowKind::Delete, vec![Datum::Int(2), Datum::Float(3.0), s("c"), Datum::Int(2)]),
+    ];
+    write(&tbl, ChangelogMode::All, vec![batch(&tbl, rows)]).await;
+    let mut got: Vec<(Option<String>, Option<String>)> = raw_messages(&t, 0).iter().map(|(k, v)| (text(k), text(v))).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                Some(r#"{"order_id":1}"#.into()),
+                Some(r#"{"order_id":1,"order_revenue":2.0,"order_region":"b","customer_id":1}"#.into())
+            ),
+            (Some(r#"{"order_id":2}"#.into()), None),
+        ]
+    );
+}
+
+fn kafka_table(t: &str, format: &str, extra: &[(&str, &str)]) -> TableDef {
+    let mut opts = vec![("connector", "kafka"), ("topic", t), ("format", format), ("scan.startup.mode", "earliest-offset")];
+    opts.extend_from_slice(extra);
+    table(orders_columns(), None, &opts)
+}
+
+#[tokio::test]
+async fn every_format_round_trips_through_a_topic() {
+    let inserts = vec![
+        (RowKind::Insert, vec![Datum::Int(1), Datum::Float(10.0), s("bei jing, \"north\""), Datum::Int(1)]),
+        (RowKind::Insert, vec![Datum::Int(2), Datum::Null, Datum::Null, Datum::Int(-7)]),
+    ];
+    for format in ["json", "csv"] {
+        let t = topic(&format!("fmt_{format}"), 1);
+        let tbl = kafka_table(&t, format, &[("scan.bounded.mode", "latest-offset")]);
+        write(&tbl, ChangelogMode::InsertOnly, vec![batch(&tbl, inserts.clone())]).await;
+        let got = read(&tbl, &physical(&tbl)).await.unwrap();
+        let mut expected = inserts.clone();
+        if format == "csv" {
+            // Without 'csv.null-literal' a NULL is written as an empty field, which reads back
+            // as an empty string in a STRING column (and as NULL in other types), as in Flink.
+            expected[1].1[2] = s("");
+        }
+        assert_eq!(got, expected, "format {format}");
+    }
+    let t = topic("fmt_csv_null", 1);
+    let tbl = kafka_table(&t, "csv", &[("scan.bounded.mode", "latest-offset"), ("csv.null-literal", "\\N")]);
+    write(&tbl, ChangelogMode::InsertOnly, vec![batch(&tbl, inserts.clone())]).await;
+    assert_eq!(text(&raw_messages(&t, 0)[1].1).as_deref(), Some("2,\\N,\\N,-7"));
+    assert_eq!(read(&tbl, &physical(&tbl)).await.unwrap(), inserts);
+    let changes = vec![
+        (RowKind::Insert, vec![Datum::Int(1), Datum::Float(10.0), s("a"), Datum::Int(1)]),
+        (RowKind::UpdateBefore, vec![Datum::Int(1), Datum::Float(10.0), s("a"), Datum::Int(1)]),
+        (RowKind::UpdateAfter, vec![Datum::Int(1), Datum::Float(11.0), s("b"), Datum::Int(1)]),
+        (RowKind::Delete, vec![Datum::Int(1), Datum::Float(11.0), s("b"), Datum::Int(1)]),
+    ];
+    for format in ["debezium-json", "canal-json", "maxwell-json"] {
+        let t = topic(&format!("fmt_{}", format.replace('-', "_")), 1);
+        let tbl = kafka_table(&t, format, &[("scan.bounded.mode", "latest-offset")]);
+        assert!(factory(&tbl).sink_accepts_updates(&tbl));
+        assert_eq!(factory(&tbl).source_info(&tbl).unwrap().changelog_mode, ChangelogMode::All);
+        write(&tbl, ChangelogMode::All, vec![batch(&tbl, changes.clone())]).await;
+        let got = read(&tbl, &physical(&tbl)).await.unwrap();
+        // Flink writes -U as a delete and +U as an insert, so that is what reads back.
+        let kinds: Vec<RowKind> = got.iter().map(|r| r.0).collect();
+        assert_eq!(kinds, vec![RowKind::Insert, RowKind::Delete, RowKind::Insert, RowKind::Delete], "format {format}");
+        let values: Vec<Vec<Datum>> = got.into_iter().map(|r| r.1).collect();
+        assert_eq!(values, changes.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), "format {format}");
+    }
+    // raw: one column.
+    let t = topic("fmt_raw", 1);
+    let raw_tbl = table(
+        vec![col("line", FlinkType::Varchar(MAX_LENGTH), true)],
+        None,
+        &[("connector", "kafka"), ("topic", &t), ("format", "raw"), ("scan.startup.mode", "earliest-offset"), ("scan.bounded.mode", "latest-offset")],
+    );
+    let lines = vec![(RowKind::Insert, vec![s("hello world")]), (RowKind::Insert, vec![Datum::Null]), (RowKind::Insert, vec![s("{not json")])];
+    write(&raw_tbl, ChangelogMode::InsertOnly, vec![batch(&raw_tbl, lines.clone())]).await;
+    assert_eq!(raw_messages(&t, 0)[1], (None, None), "a NULL raw value is a message without payload");
+    assert_eq!(read(&raw_tbl, &physical(&raw_tbl)).await.unwrap(), lines);
+}
+
+#[tokio::test]
+async fn key_fields_metadata_and_headers() {
+    let t = topic("meta", 1);
+    let tbl = kafka_table(
+        &t,
+        "json",
+        &[("key.format", "json"), ("key.fields", "order_id"), ("value.fields-include", "EXCEPT_KEY"), ("scan.bounded.mode", "latest-offset")],
+    );
+    let rows = vec![(RowKind::Insert, vec![Datum::Int(5), Datum::Float(1.5), s("x"), Datum::Int(9)])];
+    write(&tbl, ChangelogMode::InsertOnly, vec![batch(&tbl, rows.clone())]).await;
+    let raw = raw_messages(&t, 0);
+    assert_eq!(text(&raw[0].0).as_deref(), Some(r#"{"order_id":5}"#));
+    assert_eq!(text(&raw[0].1).as_deref(), Some(r#"{"order_revenue":1.5,"order_region":"x","customer_id":9}"#));
+    produce(&t, &[(Some(br#"{"order_id":6}"#), Some(br#"{"h":1,"customer_id":3}"#))]);
+
+    let meta = |key: &str, name: &str| {
+        let ty = rsql_kafka::metadata_columns().into_iter().find(|(k, _)| *k == key).unwrap().1;
+        ProducedColumn::Metadata { key: key.into(), name: name.into(), ty }
+    };
+    let mut cols = physical(&tbl);
+    cols.extend([
+        meta("topic", "topic"),
+        meta("partition", "partition"),
+        meta("offset", "offset"),
+        meta("timestamp", "ts"),
+        meta("timestamp-type", "ts_type"),
+        meta("leader-epoch", "epoch"),
+        meta("headers", "headers"),
+    ]);
+    let mut src = factory(&tbl).create_source(&tbl, &cols).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    src.run(SourceContext { out: tx, stop: stop_rx, table: "t".into(), max_batch_delay: Duration::from_millis(10), batch_size: 100 })
+        .await
+        .unwrap();
+    let mut batches = Vec::new();
+    while let Ok(Msg::Batch(b)) = rx.try_recv() {
+        batches.push(b);
+    }
+    let b = ChangeBatch::concat(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(b.num_rows(), 2);
+    let r = rows_of_prefix(&b, 7);
+    assert_eq!(r[0][..4], rows[0].1[..]);
+    assert_eq!(r[0][4], s(&t));
+    assert_eq!(r[0][5], Datum::Int(0));
+    assert_eq!(r[0][6], Datum::Int(0));
+    assert_eq!(r[1][0], Datum::Int(6));
+    assert_eq!(r[1][3], Datum::Int(3));
+    assert_eq!(r[1][6], Datum::Int(1));
+    let ts_type = datum_at(b.data.column(8).as_ref(), 0).unwrap();
+    assert!(matches!(ts_type, Datum::Str(ref x) if x == "CreateTime" || x == "LogAppendTime"), "{ts_type:?}");
+    match datum_at(b.data.column(7).as_ref(), 0).unwrap() {
+        Datum::Timestamp(us) => assert!(us > 1_600_000_000_000_000, "timestamp {us}"),
+        other => panic!("timestamp metadata {other:?}"),
+    }
+    let headers = b.data.column(10);
+    use rsql_common::arrow::array::{Array, MapArray};
+    let m = headers.as_any().downcast_ref::<MapArray>().unwrap();
+    assert_eq!(m.value(0).len(), 0);
+    assert_eq!(m.value(1).len(), 1);
+}
+
+fn rows_of_prefix(b: &ChangeBatch, n: usize) -> Vec<Vec<Datum>> {
+    (0..b.num_rows()).map(|r| (0..n).map(|c| datum_at(b.data.column(c).as_ref(), r).unwrap()).collect()).collect()
+}
+
+#[tokio::test]
+async fn bounded_reads_cover_every_partition_and_end() {
+    let t = topic("bounded", 3);
+    let tbl = kafka_table(&t, "json", &[("key.format", "json"), ("key.fields", "order_id"), ("scan.bounded.mode", "latest-offset")]);
+    let rows: Rows = (0..30).map(|i| (RowKind::Insert, vec![Datum::Int(i), Datum::Float(i as f64), s("r"), Datum::Int(i % 3)])).collect();
+    write(&tbl, ChangelogMode::InsertOnly, vec![batch(&tbl, rows.clone())]).await;
+    let mut got = read(&tbl, &physical(&tbl)).await.unwrap();
+    got.sort_by_key(|r| match r.1[0] {
+        Datum::Int(i) => i,
+        _ => -1,
+    });
+    assert_eq!(got, rows);
+    // Partitioned by key: more than one partition got rows.
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers()).create().unwrap();
+    let used = (0..3).filter(|p| c.fetch_watermarks(&t, *p, Duration::from_secs(5)).map(|w| w.1 > 0).unwrap_or(false)).count();
+    assert!(used >= 2, "rows went to {used} partition(s)");
+    // An empty topic ends at once.
+    let empty = topic("empty", 1);
+    assert!(read(&kafka_table(&empty, "json", &[("scan.bounded.mode", "latest-offset")]), &physical(&tbl)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_restarted_consumer_resumes_from_committed_offsets() {
+    let t = topic("resume", 1);
+    let group = format!("g_{t}");
+    let tbl = table(
+        orders_columns(),
+        None,
+        &[
+            ("connector", "kafka"),
+            ("topic", &t),
+            ("format", "json"),
+            ("properties.group.id", &group),
+            ("properties.auto.offset.reset", "earliest"),
+            ("scan.startup.mode", "group-offsets"),
+            ("scan.bounded.mode", "latest-offset"),
+        ],
+    );
+    let mk = |from: i64, n: i64| -> Rows {
+        (from..from + n).map(|i| (RowKind::Insert, vec![Datum::Int(i), Datum::Float(1.0), s("x"), Datum::Int(1)])).collect()
+    };
+    write(&tbl, ChangelogMode::InsertOnly, vec![batch(&tbl, mk(0, 5))]).await;
+    assert_eq!(read(&tbl, &physical(&tbl)).await.unwrap(), mk(0, 5));
+    write(&tbl, ChangelogMode::InsertOnly, vec![batch(&tbl, mk(5, 3))]).await;
+    assert_eq!(read(&tbl, &physical(&tbl)).await.unwrap(), mk(5, 3), "the second run starts after the committed offset");
+    assert!(read(&tbl, &physical(&tbl)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_message_names_topic_partition_and_offset_unless_ignored() {
+    let t = topic("bad", 1);
+    produce(&t, &[(None, Some(br#"{"order_id":1}"#)), (None, Some(b"this is not json")), (None, Some(br#"{"order_id":3}"#))]);
+    let tbl = kafka_table(&t, "json", &[("scan.bounded.mode", "latest-offset")]);
+    let e = read(&tbl, &physical(&tbl)).await.unwrap_err().to_string();
+    assert!(e.contains(&format!("topic '{t}' partition 0 offset 1")), "{e}");
+    assert!(e.contains("'this is not json'"), "{e}");
+    assert!(e.contains("json.ignore-parse-errors"), "{e}");
+    let tolerant = kafka_table(&t, "json", &[("scan.bounded.mode", "latest-offset"), ("json.ignore-parse-errors", "true")]);
+    let got = read(&tolerant, &physical(&tolerant)).await.unwrap();
+    assert_eq!(got.len(), 2);
+}
+
+#[tokio::test]
+async fn a_missing_topic_is_a_clear_error() {
+    broker();
+    let tbl = kafka_table("no_such_topic_here", "json", &[("scan.bounded.mode", "latest-offset")]);
+    let e = read(&tbl, &physical(&tbl)).await.unwrap_err().to_string();
+    assert!(e.contains("does not exist"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unbounded_source_stops_when_asked() {
+    let t = topic("unbounded", 1);
+    produce(&t, &[(None, Some(br#"{"order_id":1}"#))]);
+    let tbl = kafka_table(&t, "json", &[]);
+    let mut src = factory(&tbl).create_source(&tbl, &physical(&tbl)).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        src.run(SourceContext { out: tx, stop: stop_rx, table: "t".into(), max_batch_delay: Duration::from_millis(10), batch_size: 100 })
+            .await
+    });
+    let first = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("a batch").expect("open channel");
+    assert!(matches!(first, Msg::Batch(ref b) if b.num_rows() == 1));
+    stop_tx.send(true).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("source stopped").unwrap();
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[tokio::test]
+async fn exactly_once_commits_a_transaction_per_flush_or_says_why_not() {
+    let t = topic("txn", 1);
+    let tbl = upsert_table(&t, &[("sink.delivery-guarantee", "exactly-once"), ("sink.transactional-id-prefix", "rsqltest")]);
+    let mut sink = factory(&tbl).create_sink(&tbl, &ChangelogMode::All).unwrap();
+    let rows = vec![(RowKind::Insert, vec![Datum::Int(1), Datum::Float(1.0), s("a"), Datum::Int(1)])];
+    let outcome = match sink.write(batch(&tbl, rows)).await {
+        Ok(()) => sink.flush().await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => {
+            let got = raw_messages(&t, 0);
+            assert!(got.iter().any(|(_, v)| text(v).as_deref() == Some(r#"{"order_id":1,"order_revenue":1.0,"order_region":"a","customer_id":1}"#)));
+        }
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("exactly-once") && e.contains("at-least-once"), "{e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn startup_and_bound_modes() {
+    let t = topic("modes", 1);
+    let msgs: Vec<String> = (0..10).map(|i| format!(r#"{{"order_id":{i}}}"#)).collect();
+    let kv: Vec<KeyValue<'_>> = msgs.iter().map(|m| (None, Some(m.as_bytes()))).collect();
+    produce(&t, &kv);
+    let ids = |rows: Rows| -> Vec<Datum> { rows.into_iter().map(|r| r.1[0].clone()).collect() };
+    let range = |a: i64, b: i64| -> Vec<Datum> { (a..b).map(Datum::Int).collect() };
+    let specific = table(
+        orders_columns(),
+        None,
+        &[
+            ("connector", "kafka"),
+            ("topic", &t),
+            ("format", "json"),
+            ("scan.startup.mode", "specific-offsets"),
+            ("scan.startup.specific-offsets", "partition:0,offset:6"),
+            ("scan.bounded.mode", "latest-offset"),
+        ],
+    );
+    assert_eq!(ids(read(&specific, &physical(&specific)).await.unwrap()), range(6, 10));
+    let upto = kafka_table(&t, "json", &[("scan.bounded.mode", "specific-offsets"), ("scan.bounded.specific-offsets", "partition:0,offset:3")]);
+    assert_eq!(ids(read(&upto, &physical(&upto)).await.unwrap()), range(0, 3));
+    let past = table(
+        orders_columns(),
+        None,
+        &[
+            ("connector", "kafka"),
+            ("topic", &t),
+            ("format", "json"),
+            ("scan.startup.mode", "timestamp"),
+            ("scan.startup.timestamp-millis", "1000"),
+            ("scan.bounded.mode", "latest-offset"),
+        ],
+    );
+    assert_eq!(ids(read(&past, &physical(&past)).await.unwrap()), range(0, 10));
+    let latest = table(
+        orders_columns(),
+        None,
+        &[("connector", "kafka"), ("topic", &t), ("format", "json"), ("scan.startup.mode", "latest-offset"), ("scan.bounded.mode", "latest-offset")],
+    );
+    assert!(read(&latest, &physical(&latest)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unreachable_brokers_are_retried_until_stopped() {
+    // Nothing listens on port 1: the source keeps retrying (and logging) until asked to stop.
+    let mut tbl = kafka_table("any", "json", &[("properties.socket.connection.setup.timeout.ms", "1000")]);
+    tbl.options.insert("properties.bootstrap.servers".into(), OptionValue { value: "127.0.0.1:1".into(), location: Default::default() });
+    let mut src = factory(&tbl).create_source(&tbl, &physical(&tbl)).unwrap();
+    let (tx, _rx) = mpsc::channel(4);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        src.run(SourceContext { out: tx, stop: stop_rx, table: "t".into(), max_batch_delay: Duration::from_millis(10), batch_size: 10 })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!handle.is_finished(), "the source gave up instead of retrying");
+    let asked = std::time::Instant::now();
+    stop_tx.send(true).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(15), handle).await.expect("stops when asked").unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert!(asked.elapsed() < Duration::from_secs(3), "stopping took {:?}", asked.elapsed());
+}
+
+#[tokio::test]
+async fn the_buffer_interval_writes_an_idle_stream_without_a_flush() {
+    let t = topic("interval", 1);
+    let tbl = upsert_table(&t, &[("sink.buffer-flush.max-rows", "1000"), ("sink.buffer-flush.interval", "200ms")]);
+    let mut sink = factory(&tbl).create_sink(&tbl, &ChangelogMode::All).unwrap();
+    let rows = vec![
+        (RowKind::Insert, vec![Datum::Int(1), Datum::Float(1.0), s("a"), Datum::Int(1)]),
+        (RowKind::UpdateAfter, vec![Datum::Int(1), Datum::Float(2.0), s("b"), Datum::Int(1)]),
+    ];
+    sink.write(batch(&tbl, rows)).await.unwrap();
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers()).create().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut high = 0;
+    while high == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        high = c.fetch_watermarks(&t, 0, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0);
+    }
+    assert_eq!(high, 1, "one message (the last change of key 1) without any flush");
+    sink.close().await.unwrap();
+    let got: Vec<Option<String>> = raw_messages(&t, 0).iter().map(|(_, v)| text(v)).collect();
+    assert_eq!(got, vec![Some(r#"{"order_id":1,"order_revenue":2.0,"order_region":"b","customer_id":1}"#.into())]);
+}
+
+#[tokio::test]
+async fn an_unbounded_pattern_source_discovers_new_topics() {
+    let base = format!("disc{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    let a = topic(&format!("{base}_a"), 1);
+    produce(&a, &[(None, Some(br#"{"order_id":1}"#))]);
+    let tbl = table(
+        orders_columns(),
+        None,
+        &[
+            ("connector", "kafka"),
+            ("topic-pattern", &format!("{base}_.*")),
+            ("format", "json"),
+            ("scan.startup.mode", "earliest-offset"),
+            ("scan.topic-partition-discovery.interval", "300ms"),
+        ],
+    );
+    let mut src = factory(&tbl).create_source(&tbl, &physical(&tbl)).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        src.run(SourceContext { out: tx, stop: stop_rx, table: "t".into(), max_batch_delay: Duration::from_millis(10), batch_size: 100 })
+            .await
+    });
+    let mut ids = Vec::new();
+    let next = |ids: &mut Vec<Datum>, m: Option<Msg>| {
+        if let Some(Msg::Batch(b)) = m {
+            ids.extend(rows_of(&b).into_iter().map(|r| r.1[0].clone()));
+        }
+    };
+    next(&mut ids, tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("first topic read"));
+    let b = topic(&format!("{base}_b"), 1);
+    produce(&b, &[(None, Some(br#"{"order_id":2}"#))]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ids.len() < 2 && std::time::Instant::now() < deadline {
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            next(&mut ids, m);
+        }
+    }
+    assert_eq!(ids, vec![Datum::Int(1), Datum::Int(2)]);
+    stop_tx.send(true).unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops").unwrap().is_ok());
+}
