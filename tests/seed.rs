@@ -205,13 +205,13 @@ fn oracle_random_workload() {
     for c in 0..10 {
         pre.push_str(&format!("INSERT INTO {db}.customers VALUES ({c}, {}, 'c{c}');", 20 + c));
     }
-    for o in 0..50 {
+    for o in 1..=50 {
         pre.push_str(&format!("INSERT INTO {db}.orders VALUES ({o}, {}, '{}', {});", rng.below(100) + 1, regions[rng.below(4) as usize], rng.below(12) as i64 - 1));
     }
     mysql(&pre);
     let _job = Pipeline::start(&db, &broker.bootstrap);
     let mut next_order = 50;
-    let ops = std::env::var("RSQL_ORACLE_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(400u64);
+    let ops = std::env::var("RSQL_ORACLE_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000u64);
     let mut done = 0;
     while done < ops {
         // A transaction of 1 to 4 statements.
