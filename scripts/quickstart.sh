@@ -33,7 +33,7 @@ trap cleanup INT TERM EXIT
 
 echo "== building rsql-client (release)"
 cargo build --release -q -p rsql-client
-BIN="$ROOT/target/release/rsql-client"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rsql-client"
 
 echo "== starting MariaDB on 127.0.0.1:$RSQL_MYSQL_PORT and the broker on $KAFKA_BOOTSTRAP"
 scripts/mariadb.sh start >/dev/null

@@ -31,8 +31,9 @@ fn scripts(dir: &str) -> Vec<PathBuf> {
 
 #[test]
 fn positive_scripts_validate_clean() {
-    let files = scripts("tests/golden/positive");
-    assert!(files.len() >= 3);
+    let mut files = scripts("tests/golden/positive");
+    files.extend(scripts("sql"));
+    assert!(files.len() >= 4);
     for f in files {
         let (code, out) = validate(&f);
         assert_eq!(code, 0, "{} should validate clean, got:\n{out}", f.display());
@@ -75,4 +76,19 @@ fn json_format_for_ci_annotations() {
     assert_eq!(v[0]["line"], 2);
     assert_eq!(v[0]["column"], 12);
     assert_eq!(v[0]["severity"], "error");
+}
+
+#[test]
+fn seed_typo_names_the_column_and_suggests_the_right_one() {
+    let demo = std::fs::read_to_string(root().join("sql/demo.sql")).expect("demo.sql");
+    let broken = demo.replacen("o.order_region,", "o.order_regin,", 1);
+    let line = broken.lines().position(|l| l.contains("o.order_regin")).expect("typo line") + 1;
+    let file = std::env::temp_dir().join(format!("rsql-golden-typo-{}.sql", std::process::id()));
+    std::fs::write(&file, broken).expect("write");
+    let (code, out) = validate(&file);
+    assert_eq!(code, 1);
+    assert!(
+        out.ends_with(&format!(":{line}:3: error: column 'o.order_regin' not found; did you mean 'o.order_region'?\n")),
+        "{out}"
+    );
 }

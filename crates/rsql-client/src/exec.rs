@@ -3,7 +3,7 @@
 //! SELECT runs a job whose result is printed, EXPLAIN prints the streaming plan. In validate mode
 //! everything is planned and nothing is started.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -299,7 +299,7 @@ impl Client {
                 }
                 let insert_only = graph.nodes.last().map(|n| n.mode.is_insert_only()).unwrap_or(true);
                 if let Ok(mut p) = printer.lock() {
-                    *p = ResultPrinter::new(mode, &schema, insert_only);
+                    *p = ResultPrinter::new(mode, &schema, insert_only).live(self.interactive && std::io::stdout().is_terminal());
                 }
                 let running = start_job(&graph, &self.job_options())?;
                 let result = wait_interruptible(running).await;

@@ -87,6 +87,9 @@ pub struct ResultPrinter {
     /// Materialized rows for 'table' mode.
     rows: Vec<Vec<String>>,
     pub received: u64,
+    /// Redraw the materialized table as it changes (an interactive terminal).
+    live: bool,
+    last_draw: Option<std::time::Instant>,
 }
 
 impl ResultPrinter {
@@ -97,7 +100,20 @@ impl ResultPrinter {
             headers.insert(0, "op".to_string());
         }
         let widths = headers.iter().map(|h| h.chars().count().max(12)).collect();
-        ResultPrinter { mode, headers, with_op, widths, header_printed: false, rows: Vec::new(), received: 0 }
+        ResultPrinter { mode, headers, with_op, widths, header_printed: false, rows: Vec::new(), received: 0, live: false, last_draw: None }
+    }
+
+    /// In 'table' mode, redraw the table on the terminal as rows change.
+    pub fn live(mut self, live: bool) -> Self {
+        self.live = live;
+        self
+    }
+
+    fn draw(&mut self, out: &mut dyn Write) {
+        let _ = write!(out, "\x1b[2J\x1b[H{}", boxed(&self.headers, &self.rows));
+        let _ = writeln!(out, "{} rows, {} changes received. Press Ctrl-C to stop.", self.rows.len(), self.received);
+        let _ = out.flush();
+        self.last_draw = Some(std::time::Instant::now());
     }
 
     fn sep(&self) -> String {
@@ -120,6 +136,10 @@ impl ResultPrinter {
                     } else if let Some(p) = self.rows.iter().rposition(|x| *x == r) {
                         self.rows.remove(p);
                     }
+                }
+                let due = self.last_draw.map(|t| t.elapsed() >= std::time::Duration::from_millis(250)).unwrap_or(true);
+                if self.live && due {
+                    self.draw(out);
                 }
             }
             ResultMode::Tableau | ResultMode::Changelog => {

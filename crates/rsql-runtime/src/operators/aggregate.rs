@@ -332,11 +332,7 @@ impl Operator for GroupAggregate {
             let vals = rows.iter().map(|r| r.1[j].clone());
             cols.push(ScalarValue::iter_to_array(vals)?);
         }
-        let cols = cols
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()).map_err(RsqlError::from) })
-            .collect::<Result<Vec<_>>>()?;
+        let cols = super::conform(cols, &self.schema)?;
         let data = RecordBatch::try_new(self.schema.clone(), cols)?;
         out.push(ChangeBatch::new(data, rows.into_iter().map(|r| r.2).collect()));
         Ok(())

@@ -69,18 +69,7 @@ impl Operator for Calc {
             .iter()
             .map(|e| e.evaluate(&batch.data).and_then(|v| v.into_array(batch.num_rows())))
             .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
-        // Expression results may differ from the planned schema only in nullability.
-        let cols = cols
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    rsql_common::arrow::compute::cast(&c, f.data_type()).map_err(RsqlError::from)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let cols = super::conform(cols, &self.schema)?;
         out.push(batch.with_columns(self.schema.clone(), cols)?);
         Ok(())
     }

@@ -82,17 +82,7 @@ impl Join {
         let r = &self.sides[1];
         let mut cols = l.row.decode(rows.iter().map(|(a, _, _)| a.as_deref().unwrap_or(&l.null_row)))?;
         cols.extend(r.row.decode(rows.iter().map(|(_, b, _)| b.as_deref().unwrap_or(&r.null_row)))?);
-        let cols = cols
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    rsql_common::arrow::compute::cast(&c, f.data_type()).map_err(RsqlError::from)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let cols = super::conform(cols, &self.schema)?;
         Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
     }
 

@@ -10,7 +10,24 @@ pub mod state;
 #[cfg(test)]
 mod testutil;
 
-use rsql_common::{ChangeBatch, Result};
+use rsql_common::arrow::array::ArrayRef;
+use rsql_common::arrow::datatypes::SchemaRef;
+use rsql_common::{ChangeBatch, Result, RsqlError};
+
+/// Casts computed columns to the planned schema's types where they differ (decoded state and
+/// expression results can differ from the plan in representation only).
+pub fn conform(cols: Vec<ArrayRef>, schema: &SchemaRef) -> Result<Vec<ArrayRef>> {
+    cols.into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                rsql_common::arrow::compute::cast(&c, f.data_type()).map_err(RsqlError::from)
+            }
+        })
+        .collect()
+}
 
 /// A synchronous operator driven by the executor.
 pub trait Operator: Send {
