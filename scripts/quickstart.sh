@@ -40,7 +40,7 @@ scripts/mariadb.sh start >/dev/null
 scripts/kafka.sh start >/dev/null
 
 echo "== Step 1: source tables in MariaDB"
-scripts/mariadb.sh sql "$(grep -v '^--' sql/seed_mysql.sql)"
+scripts/mariadb.sh sql "$(grep -v '^--' sql/mysql/seed_tables.sql)"
 echo "== Step 2: topics"
 for t in ods_order ods_customers dwd_order_customer_valid dws_agg_by_region; do
     scripts/kafka.sh create-topic "$t" >/dev/null
@@ -57,7 +57,7 @@ if ! kill -0 "$RSQL_PID" 2>/dev/null; then
 fi
 
 echo "== Step 6: inserting the seed's rows"
-scripts/mariadb.sh sql "$(grep -v '^--' sql/seed_rows.sql)"
+scripts/mariadb.sh sql "$(grep -v '^--' sql/mysql/seed_rows.sql)"
 
 show() { "$BIN" -f sql/show_layers.sql 2>&1 | grep -v '^\[INFO\]'; }
 for _ in $(seq 1 60); do

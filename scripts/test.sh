@@ -7,4 +7,4 @@ scripts/mariadb.sh start
 scripts/kafka.sh start
 export RSQL_DIFF_CASES=${RSQL_DIFF_CASES:-100}
 cargo build -p rsql-client
-cargo test --workspace -- --test-threads=2 "$@"
+cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"

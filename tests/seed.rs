@@ -142,7 +142,7 @@ fn wait_for(bootstrap: &str, what: &str, pred: impl Fn(&Layers) -> bool) -> Laye
 }
 
 fn create_source_tables(db: &str) {
-    let ddl = std::fs::read_to_string(root().join("sql/seed_mysql.sql")).expect("seed_mysql.sql").replace("flink_cdc", db);
+    let ddl = std::fs::read_to_string(root().join("sql/mysql/seed_tables.sql")).expect("seed_mysql.sql").replace("flink_cdc", db);
     mysql(&format!("DROP DATABASE IF EXISTS {db}; {ddl}"));
 }
 
@@ -156,7 +156,7 @@ fn seed_steps_and_more() {
     std::thread::sleep(Duration::from_secs(2));
 
     // The seed's Step 6.
-    let rows_sql = std::fs::read_to_string(root().join("sql/seed_rows.sql")).expect("seed_rows.sql").replace("flink_cdc", &db);
+    let rows_sql = std::fs::read_to_string(root().join("sql/mysql/seed_rows.sql")).expect("seed_rows.sql").replace("flink_cdc", &db);
     mysql(&rows_sql);
     let l = wait_for(&broker.bootstrap, "the seed's DWS row", |l| l[3] == rows(&[&["beijing", "2", "20.0"]]));
     assert_eq!(l[0], rows(&[&["1", "10.0", "beijing", "1"], &["2", "10.0", "beijing", "1"]]));
