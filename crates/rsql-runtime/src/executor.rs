@@ -87,7 +87,8 @@ fn build_operator(graph: &JobGraph, id: NodeId) -> Result<Box<dyn Operator>> {
             node.schema.clone(),
         )?),
         NodeKind::GroupAggregate { group, aggs } => {
-            Box::new(GroupAggregate::new(input_schema(0), group, aggs.clone(), node.schema.clone())?)
+            let append_only = graph.node(node.inputs[0]).mode.is_insert_only();
+            Box::new(GroupAggregate::new(input_schema(0), group, aggs.clone(), node.schema.clone(), append_only)?)
         }
         NodeKind::Union => Box::new(PassThrough),
         NodeKind::SinkMaterializer { key } => Box::new(SinkMaterializer::new(node.schema.clone(), key)?),

@@ -35,6 +35,16 @@ enum Acc {
     /// Values in arrival order.
     Seq(Vec<Vec<u8>>),
     Strings(Vec<String>),
+    /// Over an insert-only input, MIN/MAX/FIRST_VALUE/LAST_VALUE need only the value they keep.
+    Kept { v: Option<ScalarValue>, rule: Keep },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Keep {
+    Min,
+    Max,
+    First,
+    Last,
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +60,8 @@ struct CallInfo {
     numeric: Option<Numeric>,
     /// Codec over the argument column for value-keeping accumulators and DISTINCT.
     codec: Option<RowCodec>,
+    /// Codec over a lone value of the argument's type (snapshots of kept values).
+    value_codec: Option<RowCodec>,
 }
 
 pub struct GroupAggregate {
@@ -69,10 +81,12 @@ enum Arg {
     Decimal(ArrayRef),
     Bytes(rsql_common::arrow::row::Rows, ArrayRef),
     Str(ArrayRef),
+    Plain(ArrayRef),
 }
 
 impl GroupAggregate {
-    pub fn new(input: SchemaRef, group: &[usize], aggs: Vec<AggCall>, schema: SchemaRef) -> Result<Self> {
+    /// `append_only`: the input never retracts, so value-keeping aggregates keep one value.
+    pub fn new(input: SchemaRef, group: &[usize], aggs: Vec<AggCall>, schema: SchemaRef, append_only: bool) -> Result<Self> {
         let mut calls = Vec::new();
         for call in aggs {
             let arg_type = call.arg.map(|i| input.field(i).data_type().clone());
@@ -85,12 +99,20 @@ impl GroupAggregate {
                 }),
                 _ => None,
             };
-            let needs_codec = call.distinct || matches!(call.func, AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue);
+            let keeps_values = matches!(call.func, AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue);
+            let needs_codec = call.distinct || (keeps_values && !append_only);
+            let value_codec = match (keeps_values && append_only, &arg_type) {
+                (true, Some(t)) => {
+                    let one = std::sync::Arc::new(rsql_common::arrow::datatypes::Schema::new(vec![rsql_common::arrow::datatypes::Field::new("v", t.clone(), true)]));
+                    Some(RowCodec::new(&one, None)?)
+                }
+                _ => None,
+            };
             let codec = match (needs_codec, call.arg) {
                 (true, Some(i)) => Some(RowCodec::new(&input, Some(&[i]))?),
                 _ => None,
             };
-            calls.push(CallInfo { call, numeric, codec });
+            calls.push(CallInfo { call, numeric, codec, value_codec });
         }
         Ok(GroupAggregate { group_codec: RowCodec::new(&input, Some(group))?, global: group.is_empty(), calls, schema, groups: HashMap::new() })
     }
@@ -105,6 +127,10 @@ impl GroupAggregate {
                     (AggFunc::Count | AggFunc::CountStar, _) => Acc::Count(0),
                     (AggFunc::Sum | AggFunc::Avg, Some(Numeric::Float)) => Acc::SumFloat { sum: 0.0, n: 0 },
                     (AggFunc::Sum | AggFunc::Avg, _) => Acc::SumInt { sum: 0, n: 0 },
+                    (AggFunc::Min, _) if c.value_codec.is_some() => Acc::Kept { v: None, rule: Keep::Min },
+                    (AggFunc::Max, _) if c.value_codec.is_some() => Acc::Kept { v: None, rule: Keep::Max },
+                    (AggFunc::FirstValue, _) if c.value_codec.is_some() => Acc::Kept { v: None, rule: Keep::First },
+                    (AggFunc::LastValue, _) if c.value_codec.is_some() => Acc::Kept { v: None, rule: Keep::Last },
                     (AggFunc::Min | AggFunc::Max, _) => Acc::Ordered(BTreeMap::new()),
                     (AggFunc::FirstValue | AggFunc::LastValue, _) => Acc::Seq(Vec::new()),
                     (AggFunc::ListAgg(_), _) => Acc::Strings(Vec::new()),
@@ -128,7 +154,7 @@ impl GroupAggregate {
                     (_, Some(Numeric::Float)) => Arg::Float(cast(&col, &DataType::Float64)?),
                     (_, Some(Numeric::Decimal(..))) => Arg::Decimal(col),
                     (AggFunc::ListAgg(_), _) => Arg::Str(cast(&col, &DataType::Utf8)?),
-                    _ => Arg::Int(col),
+                    _ => Arg::Plain(col),
                 })
             })
             .collect()
@@ -174,6 +200,8 @@ impl GroupAggregate {
                     }
                 }
                 (Acc::Strings(_), _) => return Err(RsqlError::execution("aggregate state mismatch")),
+                (Acc::Kept { v: Some(v), .. }, _) => v.clone(),
+                (Acc::Kept { v: None, .. }, _) => ScalarValue::try_from(ot)?,
             };
             let v = if v.data_type() == *ot { v } else { v.cast_to(ot)? };
             out.push(v);
@@ -194,6 +222,22 @@ impl GroupAggregate {
 
 fn apply(acc: &mut Acc, arg: &Arg, i: usize, w: i64) {
     match (acc, arg) {
+        (Acc::Kept { v, rule }, Arg::Plain(a) | Arg::Bytes(_, a)) => {
+            if w <= 0 {
+                return;
+            }
+            let Ok(new) = ScalarValue::try_from_array(a.as_ref(), i) else { return };
+            let replace = match (v.as_ref(), rule) {
+                (None, _) => true,
+                (Some(cur), Keep::Min) => new.partial_cmp(cur) == Some(std::cmp::Ordering::Less),
+                (Some(cur), Keep::Max) => new.partial_cmp(cur) == Some(std::cmp::Ordering::Greater),
+                (Some(_), Keep::First) => false,
+                (Some(_), Keep::Last) => true,
+            };
+            if replace {
+                *v = Some(new);
+            }
+        }
         (Acc::Count(n), _) => *n += w,
         (Acc::SumInt { sum, n }, Arg::Int(a)) => {
             *sum += a.as_primitive::<Int64Type>().value(i) as i128 * w as i128;
@@ -240,7 +284,7 @@ fn apply(acc: &mut Acc, arg: &Arg, i: usize, w: i64) {
 fn arg_is_null(arg: &Arg, i: usize) -> bool {
     match arg {
         Arg::None => false,
-        Arg::Int(a) | Arg::Float(a) | Arg::Decimal(a) | Arg::Str(a) | Arg::Bytes(_, a) => a.is_null(i),
+        Arg::Int(a) | Arg::Float(a) | Arg::Decimal(a) | Arg::Str(a) | Arg::Bytes(_, a) | Arg::Plain(a) => a.is_null(i),
     }
 }
 
@@ -344,8 +388,16 @@ impl Operator for GroupAggregate {
         for (k, g) in &self.groups {
             w.bytes(k);
             w.i64(g.count);
-            for (acc, d) in g.accs.iter().zip(&g.distinct) {
+            for (j, (acc, d)) in g.accs.iter().zip(&g.distinct).enumerate() {
                 match acc {
+                    Acc::Kept { v, .. } => match (v, &self.calls[j].value_codec) {
+                        (Some(v), Some(codec)) => {
+                            w.u64(1);
+                            let rows = codec.encode(&[v.to_array()?])?;
+                            w.bytes(rows.row(0).as_ref());
+                        }
+                        _ => w.u64(0),
+                    },
                     Acc::Count(n) => w.i64(*n),
                     Acc::SumInt { sum, n } => {
                         w.bytes(&sum.to_le_bytes());
@@ -400,6 +452,14 @@ impl Operator for GroupAggregate {
             g.count = r.i64()?;
             for j in 0..g.accs.len() {
                 match &mut g.accs[j] {
+                    Acc::Kept { v, .. } => {
+                        if r.u64()? == 1 {
+                            let bytes = r.bytes()?;
+                            let codec = self.calls[j].value_codec.as_ref().ok_or_else(|| RsqlError::execution("aggregate snapshot is corrupt"))?;
+                            let cols = codec.decode([bytes])?;
+                            *v = Some(ScalarValue::try_from_array(cols[0].as_ref(), 0)?);
+                        }
+                    }
                     Acc::Count(n) => *n = r.i64()?,
                     Acc::SumInt { sum, n } => {
                         let b = r.bytes()?;
@@ -468,7 +528,7 @@ mod tests {
             Field::new("mn", DataType::Int32, true),
             Field::new("mx", DataType::Int32, true),
         ]));
-        let mut a = GroupAggregate::new(s.clone(), &[0], calls, out_schema).unwrap();
+        let mut a = GroupAggregate::new(s.clone(), &[0], calls.clone(), out_schema.clone(), false).unwrap();
         let mut out = Vec::new();
         a.process(0, batch(&s, &[("+I", &[1, 5]), ("+I", &[1, 9])]), &mut out).unwrap();
         // Retracting the current maximum falls back to the next value.
@@ -479,5 +539,14 @@ mod tests {
         a.process(0, batch(&s, &[("-D", &[1, 5])]), &mut out).unwrap();
         assert_eq!(show(&out), vec!["+I[1, 2, 5, 9]", "-U[1, 2, 5, 9]", "+U[1, 1, 5, 5]", "-D[1, 1, 5, 5]"]);
         assert!(a.groups.is_empty());
+
+        // Over an insert-only input the same calls keep one value each, and survive a snapshot.
+        let mut b = GroupAggregate::new(s.clone(), &[0], calls.clone(), out_schema.clone(), true).unwrap();
+        let mut out = Vec::new();
+        b.process(0, batch(&s, &[("+I", &[1, 5]), ("+I", &[1, 9]), ("+I", &[1, 3])]), &mut out).unwrap();
+        let mut c = GroupAggregate::new(s.clone(), &[0], calls, out_schema, true).unwrap();
+        c.restore(&b.snapshot().unwrap()).unwrap();
+        c.process(0, batch(&s, &[("+I", &[1, 4])]), &mut out).unwrap();
+        assert_eq!(show(&out), vec!["+I[1, 3, 3, 9]", "-U[1, 3, 3, 9]", "+U[1, 4, 3, 9]"]);
     }
 }
