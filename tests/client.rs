@@ -76,10 +76,12 @@ fn explain_of_the_seed_statement_set() {
         .filter(|s| s.contains("INSERT"))
         .collect();
     let mut script = ddl.to_string();
+    script.push_str("EXPLAIN CHANGELOG_MODE STATEMENT SET BEGIN\n");
     for i in &inserts {
         let body = i.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-        script.push_str(&format!("EXPLAIN CHANGELOG_MODE {body};\n"));
+        script.push_str(&format!("{body};\n"));
     }
+    script.push_str("END;\n");
     let (code, out, err) = run_script(&script, &[]);
     assert_eq!(code, 0, "{err}");
     // mysql-cdc sources are changelogs keyed by their primary keys.
@@ -88,6 +90,10 @@ fn explain_of_the_seed_statement_set() {
     assert!(out.contains("Join(joinType=[InnerJoin], where=[c.customer_id = o.customer_id]), changelogMode=[I,UB,UA,D], uniqueKeys=[order_id]"), "{out}");
     assert!(out.contains("GroupAggregate(groupBy=[order_region]"), "{out}");
     assert!(out.contains("ChangelogNormalize(key=[order_id])"), "{out}");
+    // One plan: the two mysql-cdc sources are read once for the ODS and DWD statements.
+    assert_eq!(out.matches("== Optimized Execution Plan ==").count(), 1, "{out}");
+    assert_eq!(out.matches("TableSourceScan(table=[[default_catalog, flink_cdc, orders_src]]").count(), 1, "{out}");
+    assert_eq!(out.matches("Reused(reference_id=[").count(), 2, "{out}");
     assert!(out.contains("Sink(table=[default_catalog.flink_cdc.dws_agg_by_region], fields=[order_region, order_cnt, order_total_revenue]), changelogMode=[I,UA,D], uniqueKeys=[order_region], upsertKey=[order_region]"), "{out}");
     // Secrets never show.
     assert!(!out.contains("rsql'"), "{out}");

@@ -163,22 +163,37 @@ impl JobGraph {
     }
 
     /// The plan as an indented tree per sink, with changelog modes and unique keys, in the
-    /// spirit of Flink's EXPLAIN CHANGELOG_MODE.
+    /// spirit of Flink's EXPLAIN CHANGELOG_MODE. A node feeding several consumers (a source read
+    /// once for several INSERTs) is printed once with `reuse_id=[n]` and referred to after that.
     pub fn explain(&self, with_changelog: bool) -> String {
         let consumers = self.consumers();
+        let mut reuse: Vec<Option<usize>> = vec![None; self.nodes.len()];
+        let mut next = 1;
+        for n in &self.nodes {
+            if consumers[n.id].len() > 1 {
+                reuse[n.id] = Some(next);
+                next += 1;
+            }
+        }
+        let mut printed = vec![false; self.nodes.len()];
         let mut out = String::new();
         for n in &self.nodes {
             if consumers[n.id].is_empty() {
-                self.explain_node(n.id, 0, with_changelog, &mut out);
+                self.explain_node(n.id, 0, with_changelog, &reuse, &mut printed, &mut out);
             }
         }
         out
     }
 
-    fn explain_node(&self, id: NodeId, depth: usize, with_changelog: bool, out: &mut String) {
+    fn explain_node(&self, id: NodeId, depth: usize, with_changelog: bool, reuse: &[Option<usize>], printed: &mut [bool], out: &mut String) {
         let n = &self.nodes[id];
         let indent = if depth == 0 { String::new() } else { format!("{}+- ", ":  ".repeat(depth - 1)) };
         out.push_str(&indent);
+        if let (Some(r), true) = (reuse[id], printed[id]) {
+            out.push_str(&format!("Reused(reference_id=[{r}])\n"));
+            return;
+        }
+        printed[id] = true;
         out.push_str(&n.describe);
         if with_changelog {
             out.push_str(&format!(", changelogMode=[{}]", n.mode.flink_notation()));
@@ -190,9 +205,12 @@ impl JobGraph {
                 out.push_str(&format!(", upsertKey=[{}]", key.join(", ")));
             }
         }
+        if let Some(r) = reuse[id] {
+            out.push_str(&format!(", reuse_id=[{r}]"));
+        }
         out.push('\n');
         for &i in &n.inputs {
-            self.explain_node(i, depth + 1, with_changelog, out);
+            self.explain_node(i, depth + 1, with_changelog, reuse, printed, out);
         }
     }
 }

@@ -29,6 +29,49 @@ pub fn parse_script(sql: &str) -> Result<Vec<Located>> {
             out.push(Located { statement, location, text: text.clone() });
         }
     }
+    fold_explained_statement_sets(out)
+}
+
+/// `EXPLAIN STATEMENT SET BEGIN INSERT ...; INSERT ...; END;` spans several `;`-separated
+/// statements: the INSERTs after the first one and the closing END join the EXPLAIN.
+fn fold_explained_statement_sets(statements: Vec<Located>) -> Result<Vec<Located>> {
+    let mut out: Vec<Located> = Vec::new();
+    let mut open: Option<Located> = None;
+    for st in statements {
+        if let Some(ex) = &mut open {
+            match st.statement {
+                Statement::End => {
+                    if let Some(done) = open.take() {
+                        out.push(done);
+                    }
+                }
+                Statement::Insert { .. } => {
+                    if let Statement::Explain { statement, .. } = &mut ex.statement {
+                        if let Statement::StatementSet(items) = statement.as_mut() {
+                            items.push(st);
+                        }
+                    }
+                }
+                _ => {
+                    return Err(RsqlError::parse(
+                        "only INSERT statements can follow EXPLAIN STATEMENT SET BEGIN, up to END",
+                        Some(st.location),
+                    ))
+                }
+            }
+            continue;
+        }
+        let unclosed = matches!(&st.statement, Statement::Explain { statement, .. } if matches!(statement.as_ref(), Statement::StatementSet(_)))
+            && !st.text.trim_end().to_ascii_uppercase().ends_with("END");
+        if unclosed {
+            open = Some(st);
+        } else {
+            out.push(st);
+        }
+    }
+    if let Some(ex) = open {
+        return Err(RsqlError::parse("EXPLAIN STATEMENT SET BEGIN is never closed with END", Some(ex.location)));
+    }
     Ok(out)
 }
 
@@ -329,8 +372,8 @@ fn parse_statement(p: &mut P) -> Result<Statement, ParserError> {
                     let location = loc_of(&p.p.peek_token());
                     let st = parse_statement(p)?;
                     items.push(Located { statement: st, location, text: String::new() });
-                    // Inside EXPLAIN the statement set's inserts are joined by ';' tokens that
-                    // the splitter already removed; only one fits in one group.
+                    // The splitter ends this group at the first ';': the statement set's other
+                    // INSERTs follow as statements of their own (see fold_explained_statement_sets).
                     if p.eat(&["END"]) || p.at_end() {
                         break;
                     }
@@ -756,6 +799,16 @@ mod tests {
         assert_eq!(v[0].statement, Statement::BeginStatementSet);
         assert!(matches!(v[1].statement, Statement::Insert { .. }));
         assert_eq!(v[3].statement, Statement::End);
+    }
+
+    #[test]
+    fn explain_statement_set_spans_statements() {
+        let v = parse_script("EXPLAIN CHANGELOG_MODE STATEMENT SET BEGIN INSERT INTO a SELECT 1; INSERT INTO b SELECT 2; END; SHOW TABLES;").unwrap();
+        assert_eq!(v.len(), 2);
+        let Statement::Explain { statement, .. } = &v[0].statement else { panic!() };
+        let Statement::StatementSet(items) = statement.as_ref() else { panic!() };
+        assert_eq!(items.len(), 2);
+        assert!(parse_script("EXPLAIN STATEMENT SET BEGIN INSERT INTO a SELECT 1;").is_err());
     }
 
     #[test]
