@@ -1251,31 +1251,6 @@ mod tests {
         assert_eq!(src.next_batch(10).unwrap().unwrap().num_rows(), 3);
     }
 
-    /// Prints how fast batches are made (run with `--release --ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn generation_speed() {
-        let t = table(
-            &[
-                ("event_id", nullable(FlinkType::BigInt)),
-                ("user_id", nullable(FlinkType::Int)),
-                ("amount", nullable(FlinkType::Double)),
-                ("category", nullable(FlinkType::Varchar(MAX_LENGTH))),
-            ],
-            &[("fields.user_id.min", "1"), ("fields.user_id.max", "1000000"), ("fields.category.length", "4")],
-        );
-        for (label, cols) in [("bigint+int+double+string(4)", produced(&t)), ("int+double", produced(&t)[1..3].to_vec())] {
-            let mut src = DatagenSource::new(&t, &cols).unwrap();
-            let started = Instant::now();
-            let mut rows = 0;
-            while rows < 20_000_000 {
-                rows += src.next_batch(8192).unwrap().unwrap().num_rows();
-            }
-            let secs = started.elapsed().as_secs_f64();
-            println!("datagen {label}: {rows} rows in {secs:.3} s = {:.1} M rows/s", rows as f64 / secs / 1e6);
-        }
-    }
-
     #[tokio::test(flavor = "current_thread")]
     async fn run_paces_rows_and_ends() {
         let t = table(&[("a", nullable(FlinkType::Int))], &[("rows-per-second", "1000"), ("number-of-rows", "250")]);
