@@ -131,3 +131,18 @@ fn show_create_table_masks_secrets() {
     assert!(out.contains("'password' = '******'"), "{out}");
     assert!(!out.contains("TopSecret1"), "{out}");
 }
+
+#[test]
+fn create_table_as_select_runs_the_insert() {
+    let (code, out, err) = run_script(
+        "CREATE TABLE src (id INT, v INT) WITH ('connector' = 'datagen', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '3', 'fields.v.min' = '5', 'fields.v.max' = '5');
+         SET 'table.dml-sync' = 'true';
+         CREATE TABLE dst WITH ('connector' = 'print', 'print-identifier' = 'ctas') AS SELECT id, v + 1 AS v1 FROM src;
+         SHOW CREATE TABLE dst;",
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    for row in ["ctas> +I[1, 6]", "ctas> +I[2, 6]", "ctas> +I[3, 6]", "`v1` BIGINT"] {
+        assert!(out.contains(row), "{row} missing in\n{out}");
+    }
+}
