@@ -191,3 +191,14 @@ impl ConnectorFactory for UpsertKafkaFactory {
         Ok(Box::new(sink::KafkaSink::new(t, input_mode)?))
     }
 }
+
+/// Forwards librdkafka's own log lines to tracing at the matching level, naming the table.
+pub(crate) fn log_librdkafka(table: &str, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+    use rdkafka::config::RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => tracing::error!(table = %table, facility = fac, "librdkafka: {log_message}"),
+        Warning => tracing::warn!(table = %table, facility = fac, "librdkafka: {log_message}"),
+        Notice | Info => tracing::info!(table = %table, facility = fac, "librdkafka: {log_message}"),
+        Debug => tracing::debug!(table = %table, facility = fac, "librdkafka: {log_message}"),
+    }
+}

@@ -77,13 +77,7 @@ pub struct SinkContext {
 
 impl ClientContext for SinkContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        use rdkafka::config::RDKafkaLogLevel::*;
-        match level {
-            Emerg | Alert | Critical | Error => tracing::error!(table = %self.table, facility = fac, "librdkafka: {log_message}"),
-            Warning => tracing::warn!(table = %self.table, facility = fac, "librdkafka: {log_message}"),
-            Notice | Info => tracing::info!(table = %self.table, facility = fac, "librdkafka: {log_message}"),
-            Debug => tracing::debug!(table = %self.table, facility = fac, "librdkafka: {log_message}"),
-        }
+        crate::log_librdkafka(&self.table, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
