@@ -146,3 +146,42 @@ fn create_table_as_select_runs_the_insert() {
         assert!(out.contains(row), "{row} missing in\n{out}");
     }
 }
+
+#[test]
+fn prometheus_endpoint_when_configured() {
+    use std::io::Read;
+    let port = 19349;
+    let dir = std::env::temp_dir().join(format!("rsql-client-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("m.sql");
+    std::fs::write(
+        &file,
+        format!(
+            "SET 'metrics.reporter.prom.port' = '{port}';
+             CREATE TABLE src (a INT) WITH ('connector' = 'datagen', 'rows-per-second' = '100');
+             CREATE TABLE snk (a INT) WITH ('connector' = 'blackhole');
+             INSERT INTO snk SELECT a FROM src;"
+        ),
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rsql-client")).arg("-f").arg(&file).stdout(Stdio::null()).spawn().expect("spawn");
+    let mut body = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+            body.clear();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("rsql_jobs 1") {
+                break;
+            }
+        }
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().expect("wait");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("# TYPE rsql_rows_in_total counter"), "{body}");
+    assert!(body.contains("rsql_jobs 1"), "{body}");
+    assert!(body.contains("rsql_rows_in_total{job=\"insert-into_`default_catalog`.`default_database`.`snk`\",node_id=\"0\",node=\"TableSourceScan"), "{body}");
+    assert!(status.success(), "SIGTERM stops the job cleanly: {status:?}");
+}

@@ -31,6 +31,8 @@ pub struct Client {
     statement_set: Option<(Location, Vec<InsertPlan>)>,
     pub jobs: Vec<Job>,
     job_counter: usize,
+    metrics: crate::metrics::Registry,
+    metrics_started: bool,
 }
 
 /// What the caller should do after a statement.
@@ -60,7 +62,16 @@ impl Sink for CollectSink {
 
 impl Client {
     pub fn new(session: Session, validate_only: bool, interactive: bool) -> Self {
-        Client { session, validate_only, interactive, statement_set: None, jobs: Vec::new(), job_counter: 0 }
+        Client {
+            session,
+            validate_only,
+            interactive,
+            statement_set: None,
+            jobs: Vec::new(),
+            job_counter: 0,
+            metrics: crate::metrics::Registry::default(),
+            metrics_started: false,
+        }
     }
 
     fn info(&self, msg: &str) {
@@ -353,12 +364,37 @@ impl Client {
         println!("[INFO] Submitting SQL update statement to the cluster...");
         println!("[INFO] SQL update statement has been successfully submitted to the cluster:");
         println!("Job ID: {:032x}", self.job_counter);
+        self.publish(&pipeline, &running)?;
         let job = Job { name: pipeline, running };
         if self.dml_sync() {
             wait_interruptible(job.running).await?;
             println!("[INFO] Complete execution of the SQL update statement.");
         } else {
             self.jobs.push(job);
+        }
+        Ok(())
+    }
+
+    /// Publishes a job's metrics; the first job starts the status log and, when configured, the
+    /// Prometheus endpoint.
+    fn publish(&mut self, name: &str, running: &RunningJob) -> Result<()> {
+        self.metrics.add(name, running.metrics.clone());
+        if self.metrics_started {
+            return Ok(());
+        }
+        self.metrics_started = true;
+        tokio::spawn(crate::metrics::log_status(self.metrics.clone(), Duration::from_secs(10)));
+        if let Some(port) = self.session.config.get("metrics.reporter.prom.port") {
+            let port: u16 = port.trim().parse().map_err(|_| {
+                RsqlError::validation(format!("'metrics.reporter.prom.port' = '{port}' is not a port number"), None)
+            })?;
+            let host = self.session.config.get("metrics.reporter.prom.host").cloned().unwrap_or_else(|| "127.0.0.1".to_string());
+            let registry = self.metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(registry, host.clone(), port).await {
+                    tracing::error!("metrics endpoint on {host}:{port} failed: {e}");
+                }
+            });
         }
         Ok(())
     }

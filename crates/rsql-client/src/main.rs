@@ -2,6 +2,7 @@
 //! CI (`validate`), or opens an interactive shell.
 
 mod exec;
+mod metrics;
 mod output;
 mod placeholders;
 mod repl;
