@@ -381,6 +381,11 @@ impl KafkaSource {
         if !self.cfg.properties.contains_key("client.id") {
             c.set("client.id", format!("rsql-{}", self.cfg.name()));
         }
+        // A broker may hold a fetch for the whole wait even when data is there; a short wait keeps
+        // a pipeline that reads its own topics (the seed's DWS over DWD) quick. Tables can override it.
+        if !self.cfg.properties.contains_key("fetch.wait.max.ms") {
+            c.set("fetch.wait.max.ms", "10");
+        }
         if self.cfg.group_id.is_none() {
             // librdkafka wants a group even for assigned partitions; offsets are committed only
             // to a group the table names.
