@@ -22,6 +22,15 @@ struct Common {
     skipped: u64,
 }
 
+/// Parses a changelog message and turns its envelope into rows; `None` for an empty message.
+fn envelope_rows(bytes: &[u8], rows: impl FnOnce(&JVal<'_>) -> std::result::Result<Rows, String>) -> Option<std::result::Result<Rows, String>> {
+    match parse(bytes) {
+        Ok(None) => None,
+        Ok(Some(root)) => Some(rows(&root)),
+        Err(e) => Some(Err(format!("malformed JSON: {e}"))),
+    }
+}
+
 impl Common {
     fn new(format: &'static str, columns: &[(String, LogicalType)], fo: &FormatOpts<'_>) -> Result<Self> {
         check_readable(columns, format)?;
@@ -112,12 +121,10 @@ impl DebeziumJsonDecoder {
 
 impl RowDecoder for DebeziumJsonDecoder {
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
-        let rows = match parse(bytes) {
-            Ok(None) => return Ok(()),
-            Ok(Some(root)) => self.rows(&root),
-            Err(e) => Err(format!("malformed JSON: {e}")),
-        };
-        self.common.finish(rows, emit)
+        match envelope_rows(bytes, |root| self.rows(root)) {
+            None => Ok(()),
+            Some(rows) => self.common.finish(rows, emit),
+        }
     }
 
     fn skipped(&self) -> u64 {
@@ -210,12 +217,10 @@ impl CanalJsonDecoder {
 
 impl RowDecoder for CanalJsonDecoder {
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
-        let rows = match parse(bytes) {
-            Ok(None) => return Ok(()),
-            Ok(Some(root)) => self.rows(&root),
-            Err(e) => Err(format!("malformed JSON: {e}")),
-        };
-        self.common.finish(rows, emit)
+        match envelope_rows(bytes, |root| self.rows(root)) {
+            None => Ok(()),
+            Some(rows) => self.common.finish(rows, emit),
+        }
     }
 
     fn skipped(&self) -> u64 {
@@ -258,12 +263,10 @@ impl MaxwellJsonDecoder {
 
 impl RowDecoder for MaxwellJsonDecoder {
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
-        let rows = match parse(bytes) {
-            Ok(None) => return Ok(()),
-            Ok(Some(root)) => self.rows(&root),
-            Err(e) => Err(format!("malformed JSON: {e}")),
-        };
-        self.common.finish(rows, emit)
+        match envelope_rows(bytes, |root| self.rows(root)) {
+            None => Ok(()),
+            Some(rows) => self.common.finish(rows, emit),
+        }
     }
 
     fn skipped(&self) -> u64 {
