@@ -68,6 +68,13 @@ pub enum Message {
     Watermark(i64),
     /// The stream has ended (bounded sources).
     End,
+    /// A checkpoint barrier: everything before it belongs to checkpoint `id`, everything after
+    /// it to the next one.
+    Barrier(u64),
+    /// Sent by a source right after the batches it describes: the position from which the
+    /// source resumes to produce exactly what follows. Consumed by the executor, never seen by
+    /// operators.
+    Position(Vec<u8>),
 }
 
 /// Handed to a running source: where to send batches and how to learn that the job stops.
@@ -102,6 +109,16 @@ impl SourceContext {
             .map_err(|_| RsqlError::execution(format!("source '{}': the job stopped reading", self.table)))
     }
 
+    /// Records the source's position after everything emitted so far (see `Source::restore`).
+    /// A checkpoint barrier is placed only right after a position, so a source reports one
+    /// wherever resuming from it reproduces exactly what follows.
+    pub async fn position(&self, bytes: Vec<u8>) -> Result<()> {
+        self.out
+            .send(Message::Position(bytes))
+            .await
+            .map_err(|_| RsqlError::execution(format!("source '{}': the job stopped reading", self.table)))
+    }
+
     /// True once the job has been asked to stop.
     pub fn is_stopping(&self) -> bool {
         *self.stop.borrow()
@@ -122,6 +139,18 @@ impl SourceContext {
 #[async_trait]
 pub trait Source: Send {
     async fn run(&mut self, ctx: SourceContext) -> Result<()>;
+
+    /// Whether the source reports positions with `SourceContext::position` and can resume from
+    /// them; a job whose sources cannot is not checkpointed.
+    fn checkpointable(&self) -> bool {
+        false
+    }
+
+    /// Makes `run` resume from a position reported earlier, instead of the configured start.
+    /// Called before `run`.
+    fn restore(&mut self, _position: &[u8]) -> Result<()> {
+        Err(RsqlError::execution("this source cannot resume from a checkpoint"))
+    }
 }
 
 /// A running sink. Batches arrive with the sink table's physical columns, in order.

@@ -2,16 +2,28 @@
 //! slows its sources down instead of buffering without bound. The job ends when every sink has
 //! seen the end of its input (bounded sources) or when it is asked to stop; sinks are flushed and
 //! closed on the way out. The first failing task stops the whole job with its error.
+//!
+//! Checkpoints (when configured) are aligned, as in Flink: a coordinator asks every source for a
+//! barrier; a source's barrier follows the last position it reported, so everything before the
+//! barrier is exactly what that position has produced. A node with several inputs holds back
+//! what arrives on an input after its barrier until the barrier has come on every input still
+//! open, then saves its state and passes the barrier on; a sink flushes. When every node has
+//! answered, the coordinator writes the checkpoint to its store in one atomic step. A node that
+//! has finished answers every later checkpoint with the state it finished with.
 
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rsql_common::{ChangeBatch, Result, RsqlError};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tracing::{info, warn};
 
-use crate::connector::{Message, SourceContext};
+use crate::checkpoint::{Checkpoint, CheckpointStore, NodeState};
+use crate::connector::{Message, Source, SourceContext};
 use crate::graph::{JobGraph, NodeId, NodeKind};
 use crate::operators::aggregate::GroupAggregate;
 use crate::operators::calc::Calc;
@@ -29,11 +41,40 @@ pub struct JobOptions {
     pub batch_size: usize,
     /// Longest time a source holds rows before sending them.
     pub max_batch_delay: Duration,
+    /// Periodic checkpoints; None runs without them.
+    pub checkpoint: Option<CheckpointOptions>,
 }
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions { channel_capacity: 8, batch_size: 4096, max_batch_delay: Duration::from_millis(10) }
+        JobOptions { channel_capacity: 8, batch_size: 4096, max_batch_delay: Duration::from_millis(10), checkpoint: None }
+    }
+}
+
+/// How a job checkpoints and what it resumes from.
+#[derive(Clone)]
+pub struct CheckpointOptions {
+    /// The job's name in logs and in the checkpoint files.
+    pub job: String,
+    /// Time between the end of one checkpoint and the start of the next.
+    pub interval: Duration,
+    /// A checkpoint not complete after this long is abandoned.
+    pub timeout: Duration,
+    /// Checkpoint failures (timeouts, write errors) in a row that the job survives.
+    pub tolerable_failures: u32,
+    pub store: Arc<dyn CheckpointStore>,
+    /// The checkpoint to resume from, with where it was read, already loaded.
+    pub restore: Option<(String, Checkpoint)>,
+}
+
+impl fmt::Debug for CheckpointOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointOptions")
+            .field("job", &self.job)
+            .field("interval", &self.interval)
+            .field("store", &self.store.describe())
+            .field("restore", &self.restore.as_ref().map(|r| &r.0))
+            .finish()
     }
 }
 
@@ -42,11 +83,25 @@ impl Default for JobOptions {
 pub struct NodeMetrics {
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
+    /// Approximate bytes of operator state, as of the last checkpoint or end.
+    pub state_bytes: AtomicU64,
+}
+
+/// The last completed checkpoint.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointStats {
+    pub completed: u64,
+    pub failed: u64,
+    pub last_id: u64,
+    pub last_bytes: u64,
+    pub last_duration: Duration,
+    pub last_path: String,
 }
 
 #[derive(Debug)]
 pub struct JobMetrics {
     pub nodes: Vec<(String, NodeMetrics)>,
+    pub checkpoints: Mutex<CheckpointStats>,
 }
 
 const DOWNSTREAM_GONE: &str = "downstream task stopped";
@@ -98,11 +153,342 @@ fn build_operator(graph: &JobGraph, id: NodeId) -> Result<Box<dyn Operator>> {
     })
 }
 
+fn role(kind: &NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Source { .. } | NodeKind::Values { .. } => "source",
+        NodeKind::Sink { .. } => "sink",
+        _ => "operator",
+    }
+}
+
+/// Refuses a checkpoint taken from another plan, naming the first node that differs.
+pub fn check_restore(graph: &JobGraph, from: &str, cp: &Checkpoint) -> Result<()> {
+    let fix = "undo the change to the script, or start without the saved state (rsql-client --fresh)";
+    for n in &graph.nodes {
+        let Some(saved) = cp.node(n.id) else {
+            return Err(RsqlError::execution(format!(
+                "the checkpoint {from} does not match this job: it has no state for node {} `{}`; {fix}",
+                n.id, n.describe
+            )));
+        };
+        if saved.describe != n.describe || saved.role != role(&n.kind) {
+            return Err(RsqlError::execution(format!(
+                "the checkpoint {from} was taken from a different plan: node {} was `{}` and is now `{}`; {fix}",
+                n.id, saved.describe, n.describe
+            )));
+        }
+    }
+    if let Some(extra) = cp.nodes.iter().find(|s| s.node >= graph.nodes.len()) {
+        return Err(RsqlError::execution(format!(
+            "the checkpoint {from} was taken from a different plan: node {} `{}` is gone; {fix}",
+            extra.node, extra.describe
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coordinator
+
+enum Report {
+    /// Checkpoint `id`'s barrier has passed `node`, which saved `bytes`.
+    Node { id: u64, node: NodeId, bytes: Vec<u8> },
+    /// `node` has finished; `bytes` stand for it in every later checkpoint.
+    Finished { node: NodeId, bytes: Vec<u8> },
+}
+
+/// What a completed checkpoint was.
+#[derive(Clone, Debug)]
+pub struct Completed {
+    pub id: u64,
+    pub path: String,
+    pub bytes: usize,
+    pub duration: Duration,
+}
+
+type Waiter = (u64, oneshot::Sender<Result<Completed>>);
+
+struct Coordinator {
+    opts: CheckpointOptions,
+    nodes: Vec<(&'static str, String)>,
+    trigger: watch::Sender<u64>,
+    reports: mpsc::UnboundedReceiver<Report>,
+    requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<Completed>>>,
+    stop: watch::Receiver<bool>,
+    metrics: Arc<JobMetrics>,
+    next_id: u64,
+}
+
+struct Pending {
+    id: u64,
+    started: Instant,
+    states: HashMap<NodeId, Vec<u8>>,
+}
+
+impl Coordinator {
+    async fn run(mut self) -> Result<()> {
+        let mut finished: HashMap<NodeId, Vec<u8>> = HashMap::new();
+        let mut pending: Option<Pending> = None;
+        let mut waiters: Vec<Waiter> = Vec::new();
+        let mut failures = 0u32;
+        let mut next_at = tokio::time::Instant::now() + self.opts.interval;
+        let mut asap = false;
+        loop {
+            let deadline = match &pending {
+                Some(p) => tokio::time::Instant::from_std(p.started + self.opts.timeout),
+                None if asap => tokio::time::Instant::now(),
+                None => next_at,
+            };
+            tokio::select! {
+                r = self.reports.recv() => match r {
+                    None => break,
+                    Some(Report::Finished { node, bytes }) => { finished.insert(node, bytes); }
+                    Some(Report::Node { id, node, bytes }) => {
+                        if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
+                            p.states.insert(node, bytes);
+                        }
+                    }
+                },
+                req = self.requests.recv() => {
+                    if let Some(tx) = req {
+                        let min = match &pending { Some(p) => p.id + 1, None => self.next_id };
+                        waiters.push((min, tx));
+                        asap = true;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    match pending.take() {
+                        Some(p) => {
+                            let missing: Vec<String> = (0..self.nodes.len())
+                                .filter(|n| !p.states.contains_key(n) && !finished.contains_key(n))
+                                .map(|n| format!("{} `{}`", n, self.nodes[n].1))
+                                .collect();
+                            let e = RsqlError::execution(format!(
+                                "checkpoint {} of job '{}' timed out after {:?} waiting for {}; raise 'execution.checkpointing.timeout' if state is large or a source is slow to reach a position",
+                                p.id, self.opts.job, self.opts.timeout, missing.join(", ")
+                            ));
+                            failures += 1;
+                            self.record_failure();
+                            notify(&mut waiters, p.id, Err(e.to_string()));
+                            if failures > self.opts.tolerable_failures {
+                                return Err(e);
+                            }
+                            warn!("{e}");
+                            next_at = tokio::time::Instant::now() + self.opts.interval;
+                        }
+                        None => {
+                            if *self.stop.borrow() && !asap {
+                                next_at = tokio::time::Instant::now() + self.opts.interval;
+                                continue;
+                            }
+                            asap = false;
+                            let id = self.next_id;
+                            self.next_id += 1;
+                            pending = Some(Pending { id, started: Instant::now(), states: HashMap::new() });
+                            let _ = self.trigger.send(id);
+                        }
+                    }
+                }
+            }
+            // Complete?
+            let done = pending.as_ref().is_some_and(|p| (0..self.nodes.len()).all(|n| p.states.contains_key(&n) || finished.contains_key(&n)));
+            if done {
+                let Some(p) = pending.take() else { continue };
+                match self.write(&p, &finished) {
+                    Ok(c) => {
+                        failures = 0;
+                        notify(&mut waiters, p.id, Ok(c));
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        self.record_failure();
+                        notify(&mut waiters, p.id, Err(e.to_string()));
+                        if failures > self.opts.tolerable_failures {
+                            return Err(e);
+                        }
+                        warn!("{e}");
+                    }
+                }
+                next_at = tokio::time::Instant::now() + self.opts.interval;
+            }
+            if finished.len() == self.nodes.len() {
+                break;
+            }
+        }
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(RsqlError::execution("the job ended before the checkpoint completed")));
+        }
+        Ok(())
+    }
+
+    fn record_failure(&self) {
+        if let Ok(mut s) = self.metrics.checkpoints.lock() {
+            s.failed += 1;
+        }
+    }
+
+    fn write(&self, p: &Pending, finished: &HashMap<NodeId, Vec<u8>>) -> Result<Completed> {
+        let nodes = (0..self.nodes.len())
+            .map(|n| NodeState {
+                node: n,
+                role: self.nodes[n].0.to_string(),
+                describe: self.nodes[n].1.clone(),
+                bytes: p.states.get(&n).or_else(|| finished.get(&n)).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let cp = Checkpoint { job: self.opts.job.clone(), id: p.id, created_ms: now_ms(), nodes };
+        let bytes = cp.state_bytes();
+        let path = self.opts.store.save(&cp)?;
+        let duration = p.started.elapsed();
+        info!(job = %self.opts.job, id = p.id, bytes, ms = duration.as_millis() as u64, path = %path, "checkpoint complete");
+        if let Ok(mut s) = self.metrics.checkpoints.lock() {
+            s.completed += 1;
+            s.last_id = p.id;
+            s.last_bytes = bytes as u64;
+            s.last_duration = duration;
+            s.last_path = path.clone();
+        }
+        Ok(Completed { id: p.id, path, bytes, duration })
+    }
+}
+
+fn notify(waiters: &mut Vec<Waiter>, id: u64, r: std::result::Result<Completed, String>) {
+    let mut keep = Vec::new();
+    for (min, tx) in waiters.drain(..) {
+        if min <= id {
+            let _ = tx.send(r.clone().map_err(RsqlError::execution));
+        } else {
+            keep.push((min, tx));
+        }
+    }
+    *waiters = keep;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Barrier alignment
+
+/// Tracks one node's inputs for barrier alignment; `take` hands out messages in the order the
+/// node must handle them.
+struct Inputs {
+    rx: mpsc::Receiver<(usize, Message)>,
+    ended: Vec<bool>,
+    /// The barrier being aligned and which inputs have delivered it.
+    aligning: Option<(u64, Vec<bool>)>,
+    held: Vec<(usize, Message)>,
+    replay: VecDeque<(usize, Message)>,
+}
+
+enum Next {
+    Msg(usize, Message),
+    /// Checkpoint `id`'s barrier has arrived on every open input.
+    Aligned(u64),
+    /// Every input has ended.
+    Done,
+}
+
+impl Inputs {
+    fn new(rx: mpsc::Receiver<(usize, Message)>, n: usize) -> Self {
+        Inputs { rx, ended: vec![false; n], aligning: None, held: Vec::new(), replay: VecDeque::new() }
+    }
+
+    fn all_ended(&self) -> bool {
+        self.ended.iter().all(|e| *e)
+    }
+
+    fn aligned(&self) -> Option<u64> {
+        let (id, seen) = self.aligning.as_ref()?;
+        seen.iter().zip(&self.ended).all(|(s, e)| *s || *e).then_some(*id)
+    }
+
+    fn release(&mut self) {
+        self.aligning = None;
+        for m in self.held.drain(..).rev() {
+            self.replay.push_front(m);
+        }
+    }
+
+    async fn take(&mut self) -> Next {
+        loop {
+            if let Some(id) = self.aligned() {
+                self.release();
+                return Next::Aligned(id);
+            }
+            if self.aligning.is_none() && self.all_ended() {
+                return Next::Done;
+            }
+            let (slot, msg) = match self.replay.pop_front() {
+                Some(m) => m,
+                None => match self.rx.recv().await {
+                    Some(m) => m,
+                    None => {
+                        // Every upstream task is gone: treat as the end of all inputs.
+                        self.ended.iter_mut().for_each(|e| *e = true);
+                        continue;
+                    }
+                },
+            };
+            if slot >= self.ended.len() {
+                continue;
+            }
+            if let Some((_, seen)) = &self.aligning {
+                if seen[slot] {
+                    self.held.push((slot, msg));
+                    continue;
+                }
+            }
+            match msg {
+                Message::Barrier(id) => match &mut self.aligning {
+                    Some((cur, seen)) if *cur == id => seen[slot] = true,
+                    Some((cur, _)) if *cur > id => {}
+                    _ => {
+                        // A newer checkpoint overtakes one that never completed here.
+                        self.release();
+                        let mut seen = vec![false; self.ended.len()];
+                        seen[slot] = true;
+                        self.aligning = Some((id, seen));
+                    }
+                },
+                Message::End => {
+                    self.ended[slot] = true;
+                    if self.aligning.is_none() {
+                        return Next::Msg(slot, Message::End);
+                    }
+                }
+                Message::Position(_) => {}
+                other => return Next::Msg(slot, other),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The job
+
 /// A job that is running.
 pub struct RunningJob {
     pub metrics: Arc<JobMetrics>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<Result<()>>,
+    checkpoints: Option<mpsc::UnboundedSender<oneshot::Sender<Result<Completed>>>>,
+}
+
+/// Asks a running job for a checkpoint (a savepoint before stopping).
+#[derive(Clone)]
+pub struct CheckpointHandle {
+    tx: mpsc::UnboundedSender<oneshot::Sender<Result<Completed>>>,
+}
+
+impl CheckpointHandle {
+    /// Takes a checkpoint now and waits until it is written.
+    pub async fn checkpoint(&self) -> Result<Completed> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(tx).map_err(|_| RsqlError::execution("the job has ended; no checkpoint was taken"))?;
+        rx.await.map_err(|_| RsqlError::execution("the job ended before the checkpoint completed"))?
+    }
 }
 
 impl RunningJob {
@@ -113,6 +499,11 @@ impl RunningJob {
 
     pub fn stop_handle(&self) -> watch::Sender<bool> {
         self.stop.clone()
+    }
+
+    /// A handle to take checkpoints on demand, when the job checkpoints.
+    pub fn checkpoint_handle(&self) -> Option<CheckpointHandle> {
+        self.checkpoints.as_ref().map(|tx| CheckpointHandle { tx: tx.clone() })
     }
 
     /// Waits for the job to finish, returning its first error.
@@ -156,6 +547,7 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = Arc::new(JobMetrics {
         nodes: graph.nodes.iter().map(|n| (n.describe.clone(), NodeMetrics::default())).collect(),
+        checkpoints: Mutex::new(CheckpointStats::default()),
     });
     let consumers = graph.consumers();
     let mut senders: Vec<Option<mpsc::Sender<(usize, Message)>>> = Vec::new();
@@ -189,13 +581,59 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
         Outputs { targets, metrics: metrics.clone(), node: id }
     };
 
+    // Sources first: checkpointing needs every one of them to resume from a position.
+    let mut sources: HashMap<NodeId, Box<dyn Source>> = HashMap::new();
+    for node in &graph.nodes {
+        if let NodeKind::Source { table, columns, factory } = &node.kind {
+            sources.insert(node.id, factory.create_source(table, columns)?);
+        }
+    }
+    let mut checkpointing = opts.checkpoint.clone();
+    if let Some(cp) = &checkpointing {
+        if let Some((id, _)) = sources.iter().find(|(_, s)| !s.checkpointable()) {
+            let d = &graph.node(*id).describe;
+            if cp.restore.is_some() {
+                return Err(RsqlError::execution(format!(
+                    "job '{}' cannot resume from a checkpoint: source `{d}` cannot resume from a position; start without the saved state (rsql-client --fresh)",
+                    cp.job
+                )));
+            }
+            warn!("job '{}' runs without checkpoints: source `{d}` cannot resume from a position", cp.job);
+            checkpointing = None;
+        }
+    }
+    let restore = match &checkpointing {
+        Some(CheckpointOptions { restore: Some((from, cp)), .. }) => {
+            check_restore(graph, from, cp)?;
+            info!(job = %cp.job, id = cp.id, from = %from, "resuming from checkpoint");
+            Some(cp.clone())
+        }
+        _ => None,
+    };
+    let saved = |id: NodeId| -> Option<&[u8]> { restore.as_ref().and_then(|cp| cp.node(id)).map(|s| s.bytes.as_slice()) };
+
+    let (report_tx, report_rx) = mpsc::unbounded_channel::<Report>();
+    let (trigger_tx, trigger_rx) = watch::channel(0u64);
+    let reporter = checkpointing.as_ref().map(|_| report_tx.clone());
+    drop(report_tx);
+
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     for node in &graph.nodes {
         let id = node.id;
         let outputs = outputs_of(id);
+        let reporter = reporter.clone();
         match &node.kind {
-            NodeKind::Source { table, columns, factory } => {
-                let mut source = factory.create_source(table, columns)?;
+            NodeKind::Source { table, .. } => {
+                let Some(mut source) = sources.remove(&id) else {
+                    return Err(RsqlError::execution("source created twice"));
+                };
+                let mut last_pos = Vec::new();
+                if let Some(pos) = saved(id).filter(|p| !p.is_empty()) {
+                    source.restore(pos).map_err(|e| {
+                        RsqlError::execution(format!("source '{}' cannot resume from the checkpoint: {e}", table.path.name))
+                    })?;
+                    last_pos = pos.to_vec();
+                }
                 let (tx, mut rx) = mpsc::channel::<Message>(opts.channel_capacity);
                 let ctx = SourceContext {
                     out: tx,
@@ -206,74 +644,117 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 };
                 tasks.spawn(async move { source.run(ctx).await });
                 let metrics = metrics.clone();
+                let mut trigger = trigger_rx.clone();
                 tasks.spawn(async move {
-                    while let Some(msg) = rx.recv().await {
-                        if let Message::Batch(b) = &msg {
-                            metrics.nodes[id].1.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    // Forwards the source's batches; places barriers right after positions.
+                    let mut clean = true;
+                    let mut pending: Option<u64> = None;
+                    let mut trigger_open = reporter.is_some();
+                    loop {
+                        tokio::select! {
+                            m = rx.recv() => {
+                                let Some(msg) = m else { break };
+                                match msg {
+                                    Message::Batch(b) => {
+                                        clean = false;
+                                        metrics.nodes[id].1.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                                        outputs.send(Message::Batch(b)).await?;
+                                    }
+                                    Message::Position(p) => {
+                                        last_pos = p;
+                                        clean = true;
+                                    }
+                                    Message::Watermark(w) => outputs.send(Message::Watermark(w)).await?,
+                                    Message::End => break,
+                                    Message::Barrier(_) => {}
+                                }
+                            }
+                            r = trigger.changed(), if trigger_open => match r {
+                                Ok(()) => pending = Some(*trigger.borrow_and_update()),
+                                Err(_) => trigger_open = false,
+                            },
                         }
-                        if matches!(msg, Message::End) {
-                            break;
+                        if clean {
+                            if let (Some(cp), Some(rep)) = (pending.take(), &reporter) {
+                                let _ = rep.send(Report::Node { id: cp, node: id, bytes: last_pos.clone() });
+                                outputs.send(Message::Barrier(cp)).await?;
+                            }
                         }
-                        outputs.send(msg).await?;
+                    }
+                    if let Some(rep) = &reporter {
+                        let _ = rep.send(Report::Finished { node: id, bytes: last_pos });
                     }
                     outputs.send(Message::End).await
                 });
             }
             NodeKind::Values { batches } => {
-                let batches = batches.clone();
+                let done = saved(id).is_some_and(|b| b == b"done");
+                let batches = if done { Vec::new() } else { batches.clone() };
                 tasks.spawn(async move {
                     for b in batches {
                         outputs.send(Message::Batch(ChangeBatch::inserts(b))).await?;
+                    }
+                    if let Some(rep) = &reporter {
+                        let _ = rep.send(Report::Finished { node: id, bytes: b"done".to_vec() });
                     }
                     outputs.send(Message::End).await
                 });
             }
             NodeKind::Sink { create, label } => {
                 let mut sink = create()?;
-                let mut rx = receivers[id].take().ok_or_else(|| RsqlError::execution("sink without input"))?;
+                let rx = receivers[id].take().ok_or_else(|| RsqlError::execution("sink without input"))?;
                 let label = label.clone();
                 let metrics = metrics.clone();
-                let n_inputs = node.inputs.len();
+                let mut inputs = Inputs::new(rx, node.inputs.len());
                 tasks.spawn(async move {
-                    let mut ended = 0;
-                    while let Some((_, msg)) = rx.recv().await {
-                        match msg {
-                            Message::Batch(b) => {
+                    loop {
+                        match inputs.take().await {
+                            Next::Msg(_, Message::Batch(b)) => {
                                 metrics.nodes[id].1.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                                 sink.write(b).await.map_err(|e| with_context(e, &label))?;
                             }
-                            Message::Watermark(_) => {}
-                            Message::End => {
-                                ended += 1;
-                                if ended >= n_inputs {
-                                    break;
+                            Next::Msg(..) => {}
+                            Next::Aligned(cp) => {
+                                sink.flush().await.map_err(|e| with_context(e, &label))?;
+                                if let Some(rep) = &reporter {
+                                    let _ = rep.send(Report::Node { id: cp, node: id, bytes: Vec::new() });
                                 }
                             }
+                            Next::Done => break,
                         }
                     }
                     sink.flush().await.map_err(|e| with_context(e, &label))?;
-                    sink.close().await.map_err(|e| with_context(e, &label))
+                    sink.close().await.map_err(|e| with_context(e, &label))?;
+                    if let Some(rep) = &reporter {
+                        let _ = rep.send(Report::Finished { node: id, bytes: Vec::new() });
+                    }
+                    Ok(())
                 });
             }
             _ => {
                 let mut op = build_operator(graph, id)?;
-                let mut rx = receivers[id].take().ok_or_else(|| RsqlError::execution("operator without input"))?;
+                if let Some(state) = saved(id).filter(|s| !s.is_empty()) {
+                    op.restore(state).map_err(|e| {
+                        RsqlError::execution(format!("restoring the state of `{}` from the checkpoint: {e}", node.describe))
+                    })?;
+                }
+                let rx = receivers[id].take().ok_or_else(|| RsqlError::execution("operator without input"))?;
                 let n_inputs = node.inputs.len();
                 let metrics = metrics.clone();
+                let mut inputs = Inputs::new(rx, n_inputs);
                 tasks.spawn(async move {
-                    let mut ended = 0;
                     let mut wms = vec![i64::MIN; n_inputs];
                     let mut out = Vec::new();
-                    while let Some((slot, msg)) = rx.recv().await {
-                        match msg {
-                            Message::Batch(b) => {
+                    loop {
+                        match inputs.take().await {
+                            Next::Msg(slot, Message::Batch(b)) => {
                                 metrics.nodes[id].1.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                                 op.process(slot, b, &mut out)?;
                                 for b in out.drain(..) {
                                     outputs.send(Message::Batch(b)).await?;
                                 }
                             }
-                            Message::Watermark(w) => {
+                            Next::Msg(slot, Message::Watermark(w)) => {
                                 if let Some(x) = wms.get_mut(slot) {
                                     *x = (*x).max(w);
                                 }
@@ -282,17 +763,25 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                                     outputs.send(Message::Watermark(min)).await?;
                                 }
                             }
-                            Message::End => {
-                                ended += 1;
-                                if ended >= n_inputs {
-                                    op.on_end(&mut out)?;
-                                    for b in out.drain(..) {
-                                        outputs.send(Message::Batch(b)).await?;
-                                    }
-                                    break;
+                            Next::Msg(..) => {}
+                            Next::Aligned(cp) => {
+                                let state = op.snapshot()?;
+                                metrics.nodes[id].1.state_bytes.store(op.state_size() as u64, Ordering::Relaxed);
+                                if let Some(rep) = &reporter {
+                                    let _ = rep.send(Report::Node { id: cp, node: id, bytes: state });
                                 }
+                                outputs.send(Message::Barrier(cp)).await?;
                             }
+                            Next::Done => break,
                         }
+                    }
+                    op.on_end(&mut out)?;
+                    for b in out.drain(..) {
+                        outputs.send(Message::Batch(b)).await?;
+                    }
+                    metrics.nodes[id].1.state_bytes.store(op.state_size() as u64, Ordering::Relaxed);
+                    if let Some(rep) = &reporter {
+                        let _ = rep.send(Report::Finished { node: id, bytes: op.snapshot()? });
                     }
                     outputs.send(Message::End).await
                 });
@@ -300,7 +789,27 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
         }
     }
     drop(senders);
-    Ok(RunningJob { metrics, stop: stop_tx, tasks })
+
+    let checkpoints = match checkpointing {
+        Some(cpo) => {
+            let (req_tx, req_rx) = mpsc::unbounded_channel();
+            let first = restore.as_ref().map(|c| c.id).unwrap_or(0).max(cpo.store.latest_id()) + 1;
+            let coord = Coordinator {
+                nodes: graph.nodes.iter().map(|n| (role(&n.kind), n.describe.clone())).collect(),
+                opts: cpo,
+                trigger: trigger_tx,
+                reports: report_rx,
+                requests: req_rx,
+                stop: stop_rx.clone(),
+                metrics: metrics.clone(),
+                next_id: first,
+            };
+            tasks.spawn(coord.run());
+            Some(req_tx)
+        }
+        None => None,
+    };
+    Ok(RunningJob { metrics, stop: stop_tx, tasks, checkpoints })
 }
 
 fn with_context(e: RsqlError, label: &str) -> RsqlError {

@@ -1,6 +1,7 @@
 //! The streaming engine: changelog operators over Arrow batches, keyed state, the connector
 //! contract, the dataflow graph, and the executor that runs it on tokio.
 
+pub mod checkpoint;
 pub mod connector;
 pub mod executor;
 pub mod graph;
@@ -9,5 +10,5 @@ pub mod operators;
 pub use connector::{
     ChangelogMode, ConnectorFactory, ConnectorRegistry, Message, ProducedColumn, Sink, Source, SourceContext, SourceInfo,
 };
-pub use executor::{start_job, JobOptions, RunningJob};
+pub use executor::{start_job, CheckpointHandle, CheckpointOptions, CheckpointStats, Completed, JobOptions, RunningJob};
 pub use graph::{AggCall, AggFunc, JobGraph, JoinKind, Node, NodeId, NodeKind};
