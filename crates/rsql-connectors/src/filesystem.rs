@@ -187,6 +187,7 @@ impl ConnectorFactory for FilesystemFactory {
             decoder,
             outputs,
             produced: columns.iter().map(|c| (c.name().to_string(), c.ty().clone())).collect(),
+            resume: None,
         }))
     }
 
@@ -235,6 +236,14 @@ struct FilesystemSource {
     decoder: Box<dyn RowDecoder>,
     outputs: Vec<Output>,
     produced: Vec<(String, LogicalType)>,
+    /// Where to resume: the file and the number of its records already read; files that sort
+    /// before it are done. `None` file with a count means everything was read.
+    resume: Option<(Option<String>, u64)>,
+}
+
+/// The position after `record` records of `file` (None: all files read).
+fn fs_position(file: Option<&str>, record: u64) -> Vec<u8> {
+    serde_json::json!({ "file": file, "record": record }).to_string().into_bytes()
 }
 
 /// Every readable file under `path` in name order (hidden `.`/`_` names skipped).
@@ -280,10 +289,20 @@ impl Source for FilesystemSource {
         let files = list_files(&self.path, &tname)?;
         let batch_size = ctx.batch_size.max(1);
         let mut out = DecodedRows::new(&self.produced, batch_size)?;
+        let resume = self.resume.take();
+        if let Some((None, _)) = resume {
+            return Ok(());
+        }
         for file in files {
             if ctx.is_stopping() {
                 return Ok(());
             }
+            let file_key = file.display().to_string();
+            let skip = match &resume {
+                Some((Some(f), n)) if *f == file_key => *n,
+                Some((Some(f), _)) if file_key < *f => continue,
+                _ => 0,
+            };
             let data = tokio::fs::read(&file)
                 .await
                 .map_err(|e| RsqlError::io(format!("table '{tname}': cannot read file '{}'", file.display()), e))?;
@@ -299,7 +318,10 @@ impl Source for FilesystemSource {
             let ranges = formats::record_ranges(&self.format, &data, &self.table, "")?;
             let mut line = 1usize;
             let mut counted_to = 0usize;
-            for r in ranges {
+            for (index, r) in ranges.into_iter().enumerate() {
+                if (index as u64) < skip {
+                    continue;
+                }
                 line += data[counted_to..r.start].iter().filter(|b| **b == b'\n').count();
                 counted_to = r.start;
                 let record = &data[r.clone()];
@@ -325,6 +347,7 @@ impl Source for FilesystemSource {
                 }
                 if out.len() >= batch_size {
                     ctx.emit(out.finish()?).await?;
+                    ctx.position(fs_position(Some(&file_key), index as u64 + 1)).await?;
                     if ctx.is_stopping() {
                         return Ok(());
                     }
@@ -334,10 +357,24 @@ impl Source for FilesystemSource {
         if !out.is_empty() {
             ctx.emit(out.finish()?).await?;
         }
+        ctx.position(fs_position(None, 0)).await?;
         let skipped = self.decoder.skipped();
         if skipped > 0 {
             tracing::warn!(table = %tname, skipped, "filesystem source skipped records that did not parse");
         }
+        Ok(())
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let bad = || RsqlError::execution(format!("filesystem table '{}': the saved position is damaged", self.table.path.name));
+        let v: serde_json::Value = serde_json::from_slice(position).map_err(|_| bad())?;
+        let file = v.get("file").ok_or_else(bad)?.as_str().map(str::to_string);
+        let record = v.get("record").and_then(|r| r.as_u64()).ok_or_else(bad)?;
+        self.resume = Some((file, record));
         Ok(())
     }
 }
@@ -507,8 +544,20 @@ mod tests {
     }
 
     async fn read_all(t: &TableDef, cols: &[ProducedColumn]) -> Result<Vec<(RowKind, Vec<Datum>)>> {
+        Ok(read_from(t, cols, None).await?.0)
+    }
+
+    /// Reads the table (resuming from `from`); returns the rows and the positions reported.
+    async fn read_from(
+        t: &TableDef,
+        cols: &[ProducedColumn],
+        from: Option<&[u8]>,
+    ) -> Result<(Vec<(RowKind, Vec<Datum>)>, Vec<(usize, Vec<u8>)>)> {
         let mut src = FilesystemFactory.create_source(t, cols)?;
-        let (tx, mut rx) = mpsc::channel(16);
+        if let Some(p) = from {
+            src.restore(p)?;
+        }
+        let (tx, mut rx) = mpsc::channel(1024);
         let (_stop_tx, stop_rx) = watch::channel(false);
         let ctx = SourceContext {
             out: tx,
@@ -519,15 +568,36 @@ mod tests {
         };
         src.run(ctx).await?;
         let mut rows = Vec::new();
+        let mut positions = Vec::new();
         while let Ok(m) = rx.try_recv() {
-            if let Message::Batch(b) = m {
-                for r in 0..b.num_rows() {
-                    let vals = b.data.columns().iter().map(|c| datum_at(c.as_ref(), r)).collect::<Result<Vec<_>>>()?;
-                    rows.push((b.kinds[r], vals));
+            match m {
+                Message::Batch(b) => {
+                    for r in 0..b.num_rows() {
+                        let vals = b.data.columns().iter().map(|c| datum_at(c.as_ref(), r)).collect::<Result<Vec<_>>>()?;
+                        rows.push((b.kinds[r], vals));
+                    }
                 }
+                Message::Position(p) => positions.push((rows.len(), p)),
+                _ => {}
             }
         }
-        Ok(rows)
+        Ok((rows, positions))
+    }
+
+    #[tokio::test]
+    async fn resumes_from_every_reported_position() {
+        let dir = tmpdir("resume");
+        std::fs::write(dir.join("a.csv"), "1,a,1\n2,b,2\n3,c,3\n").unwrap();
+        std::fs::write(dir.join("b.csv"), "4,d,4\n5,e,5\n").unwrap();
+        let t = table(dir.to_str().unwrap(), "csv", &[]);
+        let (all, positions) = read_from(&t, &produced(&t), None).await.unwrap();
+        assert_eq!(all.len(), 5);
+        assert!(positions.len() >= 3, "{positions:?}");
+        for (seen, pos) in positions {
+            let (rest, _) = read_from(&t, &produced(&t), Some(&pos)).await.unwrap();
+            assert_eq!(rest, all[seen..].to_vec(), "resuming after {seen} rows");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     fn tmpdir(name: &str) -> PathBuf {

@@ -79,6 +79,15 @@ enum Out {
 pub struct KafkaSource {
     cfg: KafkaTable,
     decoding: Decoding,
+    /// Next offset per partition of everything decoded so far (the checkpoint position).
+    read_to: BTreeMap<(String, i32), i64>,
+    /// Offsets to resume from, taken from a checkpoint.
+    resume: Option<BTreeMap<(String, i32), i64>>,
+}
+
+fn encode_offsets(m: &BTreeMap<(String, i32), i64>) -> Vec<u8> {
+    let v: Vec<(&str, i32, i64)> = m.iter().map(|((t, p), o)| (t.as_str(), *p, *o)).collect();
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 /// Turns messages into rows of the produced columns.
@@ -173,7 +182,7 @@ impl KafkaSource {
             schema: Arc::new(Schema::new(fields)),
             key_buf: Vec::new(),
         };
-        Ok(KafkaSource { cfg, decoding })
+        Ok(KafkaSource { cfg, decoding, read_to: BTreeMap::new(), resume: None })
     }
 }
 
@@ -590,6 +599,16 @@ impl Source for KafkaSource {
             }),
         }
 
+        // A checkpoint's offsets win over the startup mode for the partitions it has read.
+        if let Some(resume) = self.resume.take() {
+            for (tp, o) in resume {
+                if parts.contains(&tp) {
+                    start.insert(tp.clone(), Offset::Offset(o));
+                    self.read_to.insert(tp, o);
+                }
+            }
+        }
+
         // Where each partition ends, when bounded.
         let mut states: BTreeMap<(String, i32), PartitionState> =
             parts.iter().map(|tp| (tp.clone(), PartitionState { end: None, done: false, next: None })).collect();
@@ -704,6 +723,7 @@ impl Source for KafkaSource {
                                         format!("{e}; the message starts with {head}"),
                                     ));
                                 }
+                                self.read_to.insert(tp.clone(), offset + 1);
                                 if let Some(s) = states.get_mut(&tp) {
                                     s.next = Some(offset + 1);
                                     if s.end.map(|e| offset + 1 >= e).unwrap_or(false) {
@@ -733,6 +753,9 @@ impl Source for KafkaSource {
                         if let Err(e) = ctx.emit(self.decoding.finish()?).await {
                             break 'run Err(e);
                         }
+                        if let Err(e) = ctx.position(encode_offsets(&self.read_to)).await {
+                            break 'run Err(e);
+                        }
                         first_row_at = None;
                     }
                 }
@@ -741,6 +764,10 @@ impl Source for KafkaSource {
                         if let Err(e) = ctx.emit(self.decoding.finish()?).await {
                             break 'run Err(e);
                         }
+                    }
+                    // Skipped messages move the position too.
+                    if let Err(e) = ctx.position(encode_offsets(&self.read_to)).await {
+                        break 'run Err(e);
                     }
                     first_row_at = None;
                 }
@@ -785,7 +812,9 @@ impl Source for KafkaSource {
         let mut result = result;
         if self.decoding.pending() > 0 {
             match ctx.emit(self.decoding.finish()?).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    let _ = ctx.position(encode_offsets(&self.read_to)).await;
+                }
                 Err(e) if result.is_ok() && !ctx.is_stopping() => result = Err(e),
                 Err(_) => {
                     for s in states.values_mut() {
@@ -814,6 +843,26 @@ impl Source for KafkaSource {
             }
         }
         result
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// Resumes every partition the checkpoint had read from its next offset; partitions it had
+    /// not read start as the table's startup mode says.
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        self.restore_offsets(position)
+    }
+}
+
+impl KafkaSource {
+    fn restore_offsets(&mut self, position: &[u8]) -> Result<()> {
+        let v: Vec<(String, i32, i64)> = serde_json::from_slice(position).map_err(|e| {
+            RsqlError::execution(format!("table '{}': the saved kafka offsets are damaged: {e}", self.cfg.name()))
+        })?;
+        self.resume = Some(v.into_iter().map(|(t, p, o)| ((t, p), o)).collect());
+        Ok(())
     }
 }
 

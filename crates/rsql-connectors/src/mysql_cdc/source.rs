@@ -40,11 +40,55 @@ pub struct MySqlCdcSource {
     cfg: Arc<CdcConfig>,
     columns: Vec<ProducedColumn>,
     position: PositionHandle,
+    resume: Option<Resume>,
+}
+
+/// Where a restarted source picks up: the binlog position after the last transaction handed
+/// downstream and, while the snapshot was still running, how far it had got.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Resume {
+    pub binlog: BinlogPosition,
+    /// None once the snapshot is complete (or when there is none).
+    pub snapshot: Option<SnapshotProgress>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SnapshotProgress {
+    /// `db.table` of the table being read; tables before it (in capture order) are done.
+    pub table: String,
+    /// Keys up to here (inclusive) of that table are done; None when the table has not begun.
+    pub done_upto: Option<i128>,
+}
+
+impl Resume {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let snap = self.snapshot.as_ref().map(|s| {
+            serde_json::json!({ "table": s.table, "done_upto": s.done_upto.map(|d| d.to_string()) })
+        });
+        serde_json::json!({ "binlog": self.binlog.to_string(), "snapshot": snap }).to_string().into_bytes()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Resume, String> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let binlog = v.get("binlog").and_then(|b| b.as_str()).ok_or("no binlog position")?;
+        let binlog = BinlogPosition::parse(binlog).map_err(|e| e.to_string())?;
+        let snapshot = match v.get("snapshot") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(s) => Some(SnapshotProgress {
+                table: s.get("table").and_then(|t| t.as_str()).ok_or("no snapshot table")?.to_string(),
+                done_upto: match s.get("done_upto") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(d) => Some(d.as_str().and_then(|d| d.parse::<i128>().ok()).ok_or("bad snapshot key")?),
+                },
+            }),
+        };
+        Ok(Resume { binlog, snapshot })
+    }
 }
 
 impl MySqlCdcSource {
     pub fn new(cfg: CdcConfig, columns: Vec<ProducedColumn>) -> Self {
-        MySqlCdcSource { cfg: Arc::new(cfg), columns, position: Arc::new(Mutex::new(None)) }
+        MySqlCdcSource { cfg: Arc::new(cfg), columns, position: Arc::new(Mutex::new(None)), resume: None }
     }
 
     /// A handle that keeps showing the current position while the source runs.
@@ -56,8 +100,22 @@ impl MySqlCdcSource {
 #[async_trait]
 impl Source for MySqlCdcSource {
     async fn run(&mut self, mut ctx: SourceContext) -> Result<()> {
-        let mut job = Job::start(self.cfg.clone(), &self.columns, self.position.clone(), &ctx).await?;
+        let mut job = Job::start(self.cfg.clone(), &self.columns, self.position.clone(), self.resume.take(), &ctx).await?;
         job.run(&mut ctx).await
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// Resumes after the last transaction handed downstream; a snapshot that was running goes
+    /// on with the chunk after the last complete one.
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let r = Resume::decode(position).map_err(|e| {
+            RsqlError::connector(ctx_name(&self.cfg), format!("the saved position is damaged ({e}); start without the saved state"))
+        })?;
+        self.resume = Some(r);
+        Ok(())
     }
 }
 
@@ -776,6 +834,10 @@ struct Job {
     tables: Vec<Arc<Captured>>,
     position: PositionHandle,
     snapshot_conn: Option<Conn>,
+    /// How far the snapshot is, as reported with positions; None when it is done or not run.
+    progress: Option<SnapshotProgress>,
+    /// Whether a snapshot still has to run (or go on).
+    snapshot_pending: bool,
 }
 
 /// Where the snapshot stands, to sort binlog changes into emitted / merged / dropped.
@@ -826,6 +888,7 @@ impl Job {
         cfg: Arc<CdcConfig>,
         produced: &[ProducedColumn],
         position: PositionHandle,
+        resume: Option<Resume>,
         ctx: &SourceContext,
     ) -> Result<Job> {
         let mut conn = connect(&cfg).await?;
@@ -898,7 +961,11 @@ impl Job {
                 ),
             ));
         }
-        let needs_key = matches!(cfg.startup, StartupMode::Initial | StartupMode::Snapshot);
+        let snapshot_mode = matches!(cfg.startup, StartupMode::Initial | StartupMode::Snapshot);
+        let needs_key = match &resume {
+            Some(r) => r.snapshot.is_some(),
+            None => snapshot_mode,
+        };
         let mut tables = Vec::new();
         for (i, (db, t)) in found.iter().enumerate() {
             let schema = schema::load_table(&mut conn, db, t).await?;
@@ -931,7 +998,9 @@ impl Job {
         }
 
         // Start position.
-        let (start, start_gtid, skip_before_ms) = match &cfg.startup {
+        let (start, start_gtid, skip_before_ms) = match &resume {
+            Some(r) => (r.binlog.clone(), None, None),
+            None => match &cfg.startup {
             StartupMode::Initial | StartupMode::Snapshot | StartupMode::LatestOffset => {
                 let mut p = master_status(&mut conn, &cfg).await?;
                 if is_mariadb {
@@ -959,6 +1028,20 @@ impl Job {
                     ))
                 }
             },
+            },
+        };
+        let progress = match resume.as_ref().and_then(|r| r.snapshot.clone()) {
+            Some(p) => {
+                if !tables.iter().any(|t| t.schema.qualified() == p.table) {
+                    return Err(RsqlError::connector(
+                        name,
+                        format!("the checkpoint's snapshot was reading table {}, which is no longer captured; start without the saved state", p.table),
+                    ));
+                }
+                Some(p)
+            }
+            None if resume.is_none() && snapshot_mode => tables.first().map(|t| SnapshotProgress { table: t.schema.qualified(), done_upto: None }),
+            None => None,
         };
         let gtids = MariaGtidState::parse(&start.gtid_set).unwrap_or_default();
         let snapshot_conn = if needs_key {
@@ -992,7 +1075,13 @@ impl Job {
             seen_fde: false,
         };
         let emitter = Emitter::new(produced, tz_offset_us, ctx)?;
-        Ok(Job { cfg, reader, emitter, tables, position, snapshot_conn })
+        let snapshot_pending = progress.is_some();
+        Ok(Job { cfg, reader, emitter, tables, position, snapshot_conn, progress, snapshot_pending })
+    }
+
+    /// The position that reproduces exactly what follows what was handed downstream.
+    fn resume_point(&self) -> Resume {
+        Resume { binlog: self.reader.committed.clone(), snapshot: self.progress.clone() }
     }
 
     fn publish_position(&self) {
@@ -1001,14 +1090,16 @@ impl Job {
         }
     }
 
+    /// Hands on the buffered rows and reports the position after them; call only at a point
+    /// from which a restart reproduces what follows (transaction and chunk boundaries).
     async fn flush(&mut self, ctx: &SourceContext) -> Result<()> {
         self.emitter.flush(ctx).await?;
         self.publish_position();
-        Ok(())
+        ctx.position(self.resume_point().encode()).await
     }
 
     async fn run(&mut self, ctx: &mut SourceContext) -> Result<()> {
-        if matches!(self.cfg.startup, StartupMode::Initial | StartupMode::Snapshot) {
+        if self.snapshot_pending {
             if !self.snapshot(ctx).await? {
                 return self.flush(ctx).await;
             }
@@ -1059,9 +1150,20 @@ impl Job {
         let started = Instant::now();
         let mut total_rows = 0u64;
         let mut last_log = Instant::now();
+        let first = self.progress.clone();
         for t in &tables {
             let whole = !t.schema.has_integer_key();
             let mut state = SnapState { table: t.order, done_upto: None, chunk: None, whole };
+            if let Some(p) = &first {
+                let at = tables.iter().position(|x| x.schema.qualified() == p.table).unwrap_or(0);
+                if t.order < at {
+                    continue;
+                }
+                if t.order == at && !whole {
+                    state.done_upto = p.done_upto;
+                }
+            }
+            self.progress = Some(SnapshotProgress { table: t.schema.qualified(), done_upto: state.done_upto });
             let cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
             let from = format!("{}.{}", quote_ident(&t.schema.database), quote_ident(&t.schema.table));
             loop {
@@ -1096,13 +1198,20 @@ impl Job {
                     if !merged.contains_key(&key) {
                         self.emitter.push(t, RowKind::Insert, &row, 0)?;
                         if self.emitter.len() >= self.emitter.batch_size {
-                            self.flush(ctx).await?;
+                            // Mid-chunk: no position, a restart re-reads the whole chunk.
+                            self.emitter.flush(ctx).await?;
                         }
                     }
                 }
                 for row in merged.into_values().flatten() {
                     self.emitter.push(t, RowKind::Insert, &row, 0)?;
                 }
+                self.progress = match upper {
+                    Some(u) => Some(SnapshotProgress { table: t.schema.qualified(), done_upto: Some(u) }),
+                    None => tables
+                        .get(t.order + 1)
+                        .map(|next| SnapshotProgress { table: next.schema.qualified(), done_upto: None }),
+                };
                 self.flush(ctx).await?;
                 total_rows += n as u64;
                 if last_log.elapsed() >= Duration::from_secs(5) {
