@@ -12,27 +12,29 @@ use rsql_common::options::parse_duration;
 use rsql_common::{ChangeBatch, Location, Result, RsqlError};
 use rsql_planner::{CatalogEntry, InsertPlan, Session};
 use rsql_runtime::graph::{JobGraph, SinkFactoryFn};
-use rsql_runtime::{start_job, JobOptions, RunningJob, Sink};
+use rsql_runtime::checkpoint::{self, CheckpointStore, LocalDirStore};
+use rsql_runtime::{start_job, CheckpointOptions, JobOptions, RunningJob, Sink};
 use rsql_sql::{ExplainDetail, Located, ShowKind, Statement};
 
 use crate::output::{boxed, ResultMode, ResultPrinter};
 
 pub const INFO_OK: &str = "[INFO] Execute statement succeeded.";
 
-pub struct Job {
-    pub name: String,
-    pub running: RunningJob,
-}
+use crate::supervisor::{RestartStrategy, SupervisedJob};
 
 pub struct Client {
     pub session: Session,
     pub validate_only: bool,
     pub interactive: bool,
     statement_set: Option<(Location, Vec<InsertPlan>)>,
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<SupervisedJob>,
     job_counter: usize,
     metrics: crate::metrics::Registry,
     metrics_started: bool,
+    /// The script's file stem, which names its jobs' checkpoints when 'pipeline.name' is unset.
+    pub script: Option<String>,
+    /// Start jobs without their saved state (moving old checkpoints aside).
+    pub fresh: bool,
 }
 
 /// What the caller should do after a statement.
@@ -71,7 +73,73 @@ impl Client {
             job_counter: 0,
             metrics: crate::metrics::Registry::default(),
             metrics_started: false,
+            script: None,
+            fresh: false,
         }
+    }
+
+    fn config_duration(&self, key: &str) -> Result<Option<Duration>> {
+        match self.session.config.get(key) {
+            None => Ok(None),
+            Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
+                RsqlError::validation(format!("'{key}' = '{v}' is not a duration; write it like '10s', '500 ms' or '1 min'"), None)
+            }),
+        }
+    }
+
+    /// Checkpointing of a job from Flink's keys; None when 'execution.checkpointing.interval' is
+    /// unset or zero. Loads the checkpoint to resume from ('execution.savepoint.path', else the
+    /// job's latest) unless the client was started with --fresh.
+    fn checkpoint_options(&self, pipeline: &str) -> Result<Option<CheckpointOptions>> {
+        let Some(interval) = self.config_duration("execution.checkpointing.interval")?.filter(|d| !d.is_zero()) else {
+            return Ok(None);
+        };
+        let dir = self
+            .session
+            .config
+            .get("execution.checkpointing.dir")
+            .or_else(|| self.session.config.get("state.checkpoints.dir"))
+            .cloned()
+            .unwrap_or_else(|| ".rsql-checkpoints".to_string());
+        let dir = match dir.split_once("://") {
+            None => dir,
+            Some(("file", rest)) => rest.to_string(),
+            Some((scheme, _)) => {
+                return Err(RsqlError::validation(
+                    format!("checkpoint directory '{dir}': the '{scheme}' file system is not supported; give a local directory (a path or 'file:///path')"),
+                    None,
+                ))
+            }
+        };
+        let job: String = pipeline.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        let job_dir = std::path::Path::new(&dir).join(&job);
+        let retained = ["execution.checkpointing.num-retained", "state.checkpoints.num-retained"]
+            .iter()
+            .find_map(|k| self.session.config.get(*k).map(|v| (k, v)))
+            .map(|(k, v)| {
+                v.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    RsqlError::validation(format!("'{k}' = '{v}' is not a positive number"), None)
+                })
+            })
+            .transpose()?
+            .unwrap_or(1);
+        let timeout = self.config_duration("execution.checkpointing.timeout")?.unwrap_or(Duration::from_secs(600));
+        let tolerable_failures = match self.session.config.get("execution.checkpointing.tolerable-failed-checkpoints") {
+            None => 0,
+            Some(v) => v.trim().parse::<u32>().map_err(|_| {
+                RsqlError::validation(format!("'execution.checkpointing.tolerable-failed-checkpoints' = '{v}' is not a number"), None)
+            })?,
+        };
+        let store = LocalDirStore::new(&job_dir, retained);
+        let restore = match self.session.config.get("execution.savepoint.path") {
+            Some(p) => Some(checkpoint::load_path(std::path::Path::new(p))?),
+            None if self.fresh => {
+                set_aside(&job_dir)?;
+                None
+            }
+            None => store.latest()?,
+        };
+        Ok(Some(CheckpointOptions { job: pipeline.to_string(), interval, timeout, tolerable_failures, store: Arc::new(store), restore }))
     }
 
     fn info(&self, msg: &str) {
@@ -359,15 +427,36 @@ impl Client {
             return Ok(());
         }
         self.job_counter += 1;
-        let pipeline = self.session.config.get("pipeline.name").cloned().unwrap_or_else(|| name.to_string());
-        let running = start_job(&graph, &self.job_options())?;
+        let pipeline = match (self.session.config.get("pipeline.name"), &self.script) {
+            (Some(p), _) => p.clone(),
+            (None, Some(script)) => format!("{script}-{}", self.job_counter),
+            (None, None) => name.to_string(),
+        };
+        let mut opts = self.job_options();
+        opts.checkpoint = self.checkpoint_options(&pipeline)?;
+        if let Some(cp) = &opts.checkpoint {
+            match &cp.restore {
+                Some((from, saved)) => println!("[INFO] Resuming job '{pipeline}' from checkpoint {} ({from}).", saved.id),
+                None => println!("[INFO] Job '{pipeline}' checkpoints every {:?} to {}.", cp.interval, cp.store.describe()),
+            }
+        }
+        let strategy = RestartStrategy::from_config(&self.session.config, opts.checkpoint.is_some())?;
+        let job = SupervisedJob::start(pipeline.clone(), graph, opts, strategy)?;
         println!("[INFO] Submitting SQL update statement to the cluster...");
         println!("[INFO] SQL update statement has been successfully submitted to the cluster:");
         println!("Job ID: {:032x}", self.job_counter);
-        self.publish(&pipeline, &running)?;
-        let job = Job { name: pipeline, running };
+        self.publish(&pipeline, &job.metrics)?;
         if self.dml_sync() {
-            wait_interruptible(job.running).await?;
+            let stop = job.stop_handle();
+            let w = job.wait();
+            tokio::pin!(w);
+            tokio::select! {
+                r = &mut w => r?,
+                _ = shutdown_signal() => {
+                    let _ = stop.send(true);
+                    w.await?
+                }
+            }
             println!("[INFO] Complete execution of the SQL update statement.");
         } else {
             self.jobs.push(job);
@@ -377,8 +466,8 @@ impl Client {
 
     /// Publishes a job's metrics; the first job starts the status log and, when configured, the
     /// Prometheus endpoint.
-    fn publish(&mut self, name: &str, running: &RunningJob) -> Result<()> {
-        self.metrics.add(name, running.metrics.clone());
+    fn publish(&mut self, name: &str, metrics: &Arc<rsql_runtime::executor::JobMetrics>) -> Result<()> {
+        self.metrics.add(name, metrics.clone());
         if self.metrics_started {
             return Ok(());
         }
@@ -405,19 +494,33 @@ impl Client {
         }
         let mut rows = Vec::new();
         for (i, j) in self.jobs.iter().enumerate() {
-            for (name, m) in &j.running.metrics.nodes {
+            let m = &j.metrics;
+            let state: u64 = m.nodes.iter().map(|(_, nm)| nm.state_bytes.load(std::sync::atomic::Ordering::Relaxed)).sum();
+            let cp = m.checkpoints.lock().map(|c| c.clone()).unwrap_or_default();
+            let cp_text = if cp.completed > 0 {
+                format!("{} ({} bytes, {} ms)", cp.last_id, cp.last_bytes, cp.last_duration.as_millis())
+            } else {
+                "-".to_string()
+            };
+            let mut first = true;
+            for (name, nm) in &m.nodes {
                 if name.starts_with("TableSourceScan") || name.starts_with("Sink") {
                     rows.push(vec![
                         format!("{}", i + 1),
                         j.name.clone(),
                         name.clone(),
-                        m.rows_in.load(std::sync::atomic::Ordering::Relaxed).to_string(),
-                        m.rows_out.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+                        nm.rows_in.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+                        nm.rows_out.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+                        if first { state.to_string() } else { String::new() },
+                        if first { cp_text.clone() } else { String::new() },
                     ]);
+                    first = false;
                 }
             }
         }
-        print!("{}", boxed(&["job".into(), "name".into(), "node".into(), "rows in".into(), "rows out".into()], &rows));
+        let header: Vec<String> =
+            ["job", "name", "node", "rows in", "rows out", "state bytes", "last checkpoint"].iter().map(|s| s.to_string()).collect();
+        print!("{}", boxed(&header, &rows));
     }
 
     /// Open statement set at the end of input is an error.
@@ -434,17 +537,30 @@ impl Client {
         if jobs.is_empty() {
             return Ok(());
         }
-        let stops: Vec<_> = jobs.iter().map(|j| j.running.stop_handle()).collect();
+        let stops: Vec<_> = jobs.iter().map(|j| j.stop_handle()).collect();
+        let savepoints: Vec<_> = jobs.iter().map(|j| (j.name.clone(), j)).filter_map(|(n, j)| j.checkpoint_handle().map(|h| (n, h))).collect();
         let mut waits = Vec::new();
         for j in jobs {
             let name = j.name.clone();
-            waits.push(tokio::spawn(async move { j.running.wait().await.map_err(|e| (name, e)) }));
+            waits.push(tokio::spawn(async move { j.wait().await.map_err(|e| (name, e)) }));
         }
         let all = futures::future::join_all(waits);
         tokio::pin!(all);
         let results = tokio::select! {
             r = &mut all => r,
             _ = shutdown_signal() => {
+                for (name, h) in &savepoints {
+                    eprintln!("[INFO] Taking a savepoint of job '{name}'...");
+                    let taken = tokio::select! {
+                        r = tokio::time::timeout(Duration::from_secs(120), h.checkpoint()) => r,
+                        _ = shutdown_signal() => { return Err(RsqlError::execution("interrupted twice; stopped without a savepoint")); }
+                    };
+                    match taken {
+                        Ok(Ok(c)) => eprintln!("[INFO] Savepoint {} of job '{name}' written to {} ({} bytes of state).", c.id, c.path, c.bytes),
+                        Ok(Err(e)) => eprintln!("[WARN] No savepoint of job '{name}': {e}; it resumes from its last checkpoint."),
+                        Err(_) => eprintln!("[WARN] No savepoint of job '{name}' within 120 s; it resumes from its last checkpoint."),
+                    }
+                }
                 eprintln!("[INFO] Stopping the running jobs (their sinks are flushed)...");
                 for s in &stops { let _ = s.send(true); }
                 tokio::select! {
@@ -471,6 +587,22 @@ impl Client {
             None => Ok(()),
         }
     }
+}
+
+/// Moves a job's checkpoints into a `discarded-<millis>` folder beside them (--fresh).
+fn set_aside(job_dir: &std::path::Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(job_dir) else { return Ok(()) };
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let aside = job_dir.join(format!("discarded-{ms}"));
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        if name.to_string_lossy().starts_with("chk-") {
+            std::fs::create_dir_all(&aside)
+                .and_then(|_| std::fs::rename(ent.path(), aside.join(&name)))
+                .map_err(|e| RsqlError::execution(format!("--fresh: cannot move {} aside: {e}", ent.path().display())))?;
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

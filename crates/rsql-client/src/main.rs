@@ -6,6 +6,7 @@ mod metrics;
 mod output;
 mod placeholders;
 mod repl;
+mod supervisor;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ Options:
   -i, --init FILE        Run FILE first (DDL, SET), then the script or the shell.
   -D NAME=VALUE          Fill ${NAME} placeholders in scripts (environment variables also do;
                          ${NAME:-default} gives a default).
+      --fresh            Start jobs without their saved state: checkpoints of earlier runs
+                         are moved into a discarded-<time> folder instead of resumed.
   -h, --help             This help.
   -V, --version          The version.
 
@@ -65,6 +68,7 @@ struct Args {
     file: Option<String>,
     init: Option<String>,
     defines: BTreeMap<String, String>,
+    fresh: bool,
 }
 
 fn parse_define(v: &str) -> Result<(String, String), String> {
@@ -91,7 +95,7 @@ fn main() -> ExitCode {
     if argv.first().map(|s| s.as_str()) == Some("validate") {
         return validate_main(&argv[1..]);
     }
-    let mut args = Args { file: None, init: None, defines: BTreeMap::new() };
+    let mut args = Args { file: None, init: None, defines: BTreeMap::new(), fresh: false };
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
                 Some(f) => args.init = Some(f.clone()),
                 None => return usage_error("-i needs a file name"),
             },
+            "--fresh" => args.fresh = true,
             "-D" => match it.next().map(|v| parse_define(v)) {
                 Some(Ok((k, v))) => {
                     args.defines.insert(k, v);
@@ -135,6 +140,10 @@ fn main() -> ExitCode {
         }
     };
     let mut client = Client::new(Session::new(registry()), false, args.file.is_none());
+    client.fresh = args.fresh;
+    client.script = args.file.as_ref().map(|f| {
+        std::path::Path::new(f).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| f.clone())
+    });
     if let Some(init) = &args.init {
         let text = match read_script(init, &args.defines) {
             Ok(t) => t,

@@ -43,6 +43,25 @@ impl Registry {
                 let _ = writeln!(out, "rsql_rows_out_total{{job=\"{}\",node_id=\"{i}\",node=\"{}\"}} {}", escape(job), escape(node), nm.rows_out.load(Ordering::Relaxed));
             }
         }
+        out.push_str("# HELP rsql_state_bytes Approximate bytes of state held by a node of a job.\n# TYPE rsql_state_bytes gauge\n");
+        for (job, m) in &jobs {
+            for (i, (node, nm)) in m.nodes.iter().enumerate() {
+                let v = nm.state_bytes.load(Ordering::Relaxed);
+                if v > 0 {
+                    let _ = writeln!(out, "rsql_state_bytes{{job=\"{}\",node_id=\"{i}\",node=\"{}\"}} {v}", escape(job), escape(node));
+                }
+            }
+        }
+        out.push_str("# HELP rsql_checkpoints_total Checkpoints of a job by outcome.\n# TYPE rsql_checkpoints_total counter\n");
+        for (job, m) in &jobs {
+            let c = m.checkpoints.lock().map(|c| c.clone()).unwrap_or_default();
+            let _ = writeln!(out, "rsql_checkpoints_total{{job=\"{}\",outcome=\"completed\"}} {}", escape(job), c.completed);
+            let _ = writeln!(out, "rsql_checkpoints_total{{job=\"{}\",outcome=\"failed\"}} {}", escape(job), c.failed);
+            if c.completed > 0 {
+                let _ = writeln!(out, "rsql_last_checkpoint_bytes{{job=\"{}\"}} {}", escape(job), c.last_bytes);
+                let _ = writeln!(out, "rsql_last_checkpoint_duration_seconds{{job=\"{}\"}} {:.3}", escape(job), c.last_duration.as_secs_f64());
+            }
+        }
         let _ = writeln!(out, "# HELP rsql_jobs Jobs started by this client.\n# TYPE rsql_jobs gauge\nrsql_jobs {}", jobs.len());
         out
     }
@@ -60,7 +79,17 @@ impl Registry {
                         snk += nm.rows_in.load(Ordering::Relaxed);
                     }
                 }
-                format!("job {job}: {src} rows read by its sources, {snk} rows written by its sinks")
+                let state: u64 = m.nodes.iter().map(|(_, nm)| nm.state_bytes.load(Ordering::Relaxed)).sum();
+                let mut line = format!("job {job}: {src} rows read by its sources, {snk} rows written by its sinks");
+                if state > 0 {
+                    line.push_str(&format!(", {state} bytes of state"));
+                }
+                if let Ok(c) = m.checkpoints.lock() {
+                    if c.completed > 0 {
+                        line.push_str(&format!(", checkpoint {} ({} bytes, {} ms)", c.last_id, c.last_bytes, c.last_duration.as_millis()));
+                    }
+                }
+                line
             })
             .collect()
     }
@@ -110,6 +139,7 @@ mod tests {
         let r = Registry::default();
         let m = Arc::new(JobMetrics {
             nodes: vec![("TableSourceScan(table=[[a, b, \"c\"]])".into(), NodeMetrics::default()), ("Sink(table=[x])".into(), NodeMetrics::default())],
+            checkpoints: Default::default(),
         });
         m.nodes[0].1.rows_in.store(7, Ordering::Relaxed);
         m.nodes[1].1.rows_in.store(5, Ordering::Relaxed);

@@ -43,11 +43,13 @@ pub struct JobOptions {
     pub max_batch_delay: Duration,
     /// Periodic checkpoints; None runs without them.
     pub checkpoint: Option<CheckpointOptions>,
+    /// Counters to continue (a job restarted after a failure keeps counting); None: new ones.
+    pub metrics: Option<Arc<JobMetrics>>,
 }
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions { channel_capacity: 8, batch_size: 4096, max_batch_delay: Duration::from_millis(10), checkpoint: None }
+        JobOptions { channel_capacity: 8, batch_size: 4096, max_batch_delay: Duration::from_millis(10), checkpoint: None, metrics: None }
     }
 }
 
@@ -545,10 +547,13 @@ impl RunningJob {
 /// Starts every task of the graph.
 pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics = Arc::new(JobMetrics {
-        nodes: graph.nodes.iter().map(|n| (n.describe.clone(), NodeMetrics::default())).collect(),
-        checkpoints: Mutex::new(CheckpointStats::default()),
-    });
+    let metrics = match &opts.metrics {
+        Some(m) if m.nodes.len() == graph.nodes.len() => m.clone(),
+        _ => Arc::new(JobMetrics {
+            nodes: graph.nodes.iter().map(|n| (n.describe.clone(), NodeMetrics::default())).collect(),
+            checkpoints: Mutex::new(CheckpointStats::default()),
+        }),
+    };
     let consumers = graph.consumers();
     let mut senders: Vec<Option<mpsc::Sender<(usize, Message)>>> = Vec::new();
     let mut receivers: Vec<Option<mpsc::Receiver<(usize, Message)>>> = Vec::new();
@@ -745,11 +750,16 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 tasks.spawn(async move {
                     let mut wms = vec![i64::MIN; n_inputs];
                     let mut out = Vec::new();
+                    let mut sized_at = Instant::now();
                     loop {
                         match inputs.take().await {
                             Next::Msg(slot, Message::Batch(b)) => {
                                 metrics.nodes[id].1.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                                 op.process(slot, b, &mut out)?;
+                                if sized_at.elapsed() >= Duration::from_secs(5) {
+                                    sized_at = Instant::now();
+                                    metrics.nodes[id].1.state_bytes.store(op.state_size() as u64, Ordering::Relaxed);
+                                }
                                 for b in out.drain(..) {
                                     outputs.send(Message::Batch(b)).await?;
                                 }
