@@ -11,15 +11,17 @@ use std::sync::Arc;
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::{DFSchema, DFSchemaRef, ScalarValue};
 use datafusion_expr::execution_props::ExecutionProps;
-use datafusion_expr::expr::{AggregateFunction, Alias};
-use datafusion_expr::logical_plan::{Aggregate, Join, JoinType, LogicalPlan, Projection, TableScan};
+use datafusion_expr::expr::{AggregateFunction, Alias, WindowFunction};
+use datafusion_expr::logical_plan::{Aggregate, Filter, Join, JoinType, LogicalPlan, Projection, TableScan, Window};
+use datafusion_expr::utils::{conjunction, split_conjunction};
+use datafusion_expr::{BinaryExpr, Operator as BinaryOp};
 use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion_expr::{Expr, ExprSchemable};
 use datafusion_physical_expr::create_physical_expr;
 use rsql_common::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use rsql_common::catalog::{ColumnKind, ObjectPath, TableDef};
 use rsql_common::{Result, RsqlError};
-use rsql_runtime::graph::{AggCall, AggFunc, JobGraph, JoinKind, Node, NodeId, NodeKind, PhysExpr};
+use rsql_runtime::graph::{AggCall, AggFunc, DedupOrder, JobGraph, JoinKind, Node, NodeId, NodeKind, PhysExpr, RankOrder, SortColumn};
 use rsql_runtime::{ChangelogMode, ConnectorRegistry, ProducedColumn};
 
 use crate::catalog::CatalogEntry;
@@ -78,6 +80,10 @@ impl<'a> Lowerer<'a> {
             LogicalPlan::TableScan(scan) => self.lower_scan(scan),
             LogicalPlan::Projection(p) => self.lower_projection(p),
             LogicalPlan::Filter(f) => {
+                // A filter on ROW_NUMBER() is a Top-N whose row number is part of the result.
+                if let Some(l) = self.lower_rank(f, true)? {
+                    return Ok(l);
+                }
                 let input = self.lower(&f.input)?;
                 let in_schema = f.input.schema();
                 let pred = physical(&f.predicate, in_schema)?;
@@ -151,16 +157,31 @@ impl<'a> Lowerer<'a> {
                 "ORDER BY on a streaming query is not supported; remove it, or use ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) for Top-N",
             )),
             LogicalPlan::Limit(_) => Err(unsupported("LIMIT on a streaming query is not supported yet; remove it")),
-            LogicalPlan::Window(_) => Err(unsupported(
-                "OVER windows (ROW_NUMBER, Top-N, deduplication) are not supported yet",
-            )),
+            LogicalPlan::Window(w) => Err(window_error(w)),
             LogicalPlan::Distinct(_) => Err(unsupported("this form of DISTINCT is not supported yet; use GROUP BY")),
             other => Err(unsupported(format!("{} is not supported in a streaming query yet", other.display()))),
         }
     }
 
     fn lower_projection(&mut self, p: &Projection) -> Result<Lowered> {
-        let input = self.lower(&p.input)?;
+        // Over a Top-N, the row number is computed only when the projection reads it.
+        let rank_filter = peel_alias(&p.input).and_then(|f| window_below(&f.input).map(|(w, m)| (f, w, m)));
+        let mut rank_name: Option<String> = None;
+        let ranked = match rank_filter {
+            Some((f, w, mapping)) => {
+                rank_name = w.schema.fields().last().map(|f| f.name().clone());
+                let n_in = w.input.schema().fields().len();
+                let reads_rank = p.expr.iter().flat_map(|e| e.column_refs()).any(|c| {
+                    p.input.schema().index_of_column(c).ok().and_then(|i| mapping.get(i)).map(|m| *m >= n_in).unwrap_or(false)
+                });
+                self.lower_rank(f, reads_rank)?
+            }
+            None => None,
+        };
+        let input = match ranked {
+            Some(l) => l,
+            None => self.lower(&p.input)?,
+        };
         let in_schema = p.input.schema();
         let exprs = p.expr.iter().map(|e| physical(e, in_schema)).collect::<Result<Vec<_>>>()?;
         // A key survives a projection when every key column is projected as a plain column.
@@ -191,7 +212,11 @@ impl<'a> Lowerer<'a> {
             }
             m => m.clone(),
         };
-        let texts: Vec<String> = p.expr.iter().map(|e| e.to_string()).collect();
+        let mut texts: Vec<String> = p.expr.iter().map(|e| e.to_string()).collect();
+        if let Some(long) = &rank_name {
+            // Show the row number as the Rank node names it, not by its window definition.
+            texts = texts.into_iter().map(|t| t.replace(long.as_str(), "w0$o0")).collect();
+        }
         let describe = format!("Calc(select=[{}])", texts.join(", "));
         let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: texts };
         // Fuse with a filter directly below it.
@@ -224,6 +249,182 @@ impl<'a> Lowerer<'a> {
         n.unique_key = top_node.unique_key.clone();
         n.describe = describe;
         Lowered { id: below_id, mode: top.mode, unique_key: top.unique_key }
+    }
+
+    /// Lowers `Filter(row-number condition)` over `Window(ROW_NUMBER() OVER (...))` (with
+    /// column-only projections between them) to a Rank or Deduplicate node, as Flink plans Top-N
+    /// and deduplication. Returns None when the filter is not such a condition. `reads_rank` says
+    /// whether anything above reads the row number.
+    fn lower_rank(&mut self, f: &Filter, reads_rank: bool) -> Result<Option<Lowered>> {
+        let Some((w, mapping)) = window_below(&f.input) else { return Ok(None) };
+        if w.window_expr.len() != 1 {
+            return Ok(None);
+        }
+        let n_in = w.input.schema().fields().len();
+        let in_schema = f.input.schema();
+        let is_rank = |e: &Expr| match strip_casts(e) {
+            Expr::Column(c) => in_schema.index_of_column(c).ok().map(|i| mapping[i] == n_in).unwrap_or(false),
+            _ => false,
+        };
+        let refs_rank = |e: &Expr| e.column_refs().into_iter().any(|c| in_schema.index_of_column(c).ok().map(|i| mapping[i] == n_in).unwrap_or(false));
+        // Split the condition into row-number bounds and the rest, which runs after the Top-N.
+        let mut lower_bound: i64 = 1;
+        let mut upper_bound: Option<i64> = None;
+        let mut rest: Vec<Expr> = Vec::new();
+        let mut bounds = 0;
+        for c in split_conjunction(&f.predicate) {
+            if !refs_rank(c) {
+                rest.push(c.clone());
+                continue;
+            }
+            let Some((op, v)) = rank_comparison(c, &is_rank) else {
+                return Err(unsupported(
+                    "a Top-N condition must compare the row number with a constant (rn <= N, rn < N, rn = N or rn BETWEEN M AND N); a bound from a column or an expression on the row number is not supported",
+                ));
+            };
+            bounds += 1;
+            match op {
+                BinaryOp::Lt => upper_bound = Some(upper_bound.map_or(v.saturating_sub(1), |u| u.min(v.saturating_sub(1)))),
+                BinaryOp::LtEq => upper_bound = Some(upper_bound.map_or(v, |u| u.min(v))),
+                BinaryOp::Gt => lower_bound = lower_bound.max(v.saturating_add(1)),
+                BinaryOp::GtEq => lower_bound = lower_bound.max(v),
+                _ => {
+                    lower_bound = lower_bound.max(v);
+                    upper_bound = Some(upper_bound.map_or(v, |u| u.min(v)));
+                }
+            }
+        }
+        if bounds == 0 {
+            return Ok(None);
+        }
+        let Expr::WindowFunction(wf) = strip_alias(&w.window_expr[0]) else { return Err(window_error(w)) };
+        let fname = wf.fun.name().to_ascii_lowercase();
+        match fname.as_str() {
+            "row_number" => {}
+            "rank" | "dense_rank" => return Err(window_error(w)),
+            _ => return Ok(None),
+        }
+        let Some(end) = upper_bound else {
+            return Err(unsupported(
+                "Top-N needs an upper bound on the row number; add one, for example WHERE rn <= 10 or rn BETWEEN 2 AND 10",
+            ));
+        };
+        if end < lower_bound {
+            return Err(unsupported(format!(
+                "the row-number condition selects no rows (from row {lower_bound} to row {end}); fix the bounds"
+            )));
+        }
+        let (start, end) = (lower_bound as u64, end as u64);
+        let (partition, order) = rank_columns(wf, w)?;
+        let input = self.lower(&w.input)?;
+        if let ChangelogMode::Upsert { .. } = input.mode {
+            return Err(unsupported("Top-N over an upsert stream without update-before rows is not supported; read the table through ChangelogNormalize"));
+        }
+        let append_only = input.mode.is_insert_only();
+        let win_schema = w.input.schema();
+        let name = |i: usize| win_schema.field(i).name().clone();
+        let output_rank = reads_rank && start != end;
+        let proctime: Vec<usize> = (0..n_in).filter(|i| time_attribute(&w.input, *i) == Some(TimeAttr::Proctime)).collect();
+        let order_attr = match order.as_slice() {
+            [only] => time_attribute(&w.input, only.column),
+            _ => None,
+        };
+        // The Rank and Deduplicate nodes append one UInt64 column: the row number (or the
+        // constant row number of a one-row range).
+        let mut fields: Vec<Field> = w.schema.as_arrow().fields().iter().map(|f| f.as_ref().clone()).collect();
+        if let Some(last) = fields.last_mut() {
+            *last = Field::new("w0$o0", DataType::UInt64, false);
+        }
+        let node_schema = Arc::new(Schema::new(fields));
+        let mut select: Vec<String> = (0..n_in).map(name).collect();
+        if output_rank {
+            select.push("w0$o0".into());
+        } else if reads_rank {
+            select.push(format!("{start} AS w0$o0"));
+        }
+        let keys_text = partition.iter().map(|i| name(*i)).collect::<Vec<_>>().join(", ");
+        let ranked = if let (Some(attr), (1, 1), true) = (order_attr, (start, end), append_only) {
+            // Flink's Deduplicate: first or last row per key by a time attribute, insert-only input.
+            let keep_last = order[0].descending;
+            let (dorder, order_text) = match attr {
+                TimeAttr::Proctime => (DedupOrder::Proctime, "PROCTIME"),
+                TimeAttr::Rowtime => (DedupOrder::Rowtime(order[0].column), "ROWTIME"),
+            };
+            let mode = if attr == TimeAttr::Proctime && !keep_last { ChangelogMode::InsertOnly } else { ChangelogMode::All };
+            let mut describe = format!(
+                "Deduplicate(keep=[{}], key=[{keys_text}], order=[{order_text}]",
+                if keep_last { "LastRow" } else { "FirstRow" }
+            );
+            if reads_rank {
+                describe.push_str(&format!(", select=[{}]", select.join(", ")));
+            }
+            describe.push(')');
+            let kind = NodeKind::Deduplicate { key: partition.clone(), keep_last, order: dorder };
+            self.add(kind, vec![input.id], node_schema, mode, Some(partition), describe)
+        } else {
+            let rank_order = match order_attr {
+                Some(TimeAttr::Proctime) => RankOrder::Arrival { descending: order[0].descending },
+                _ => {
+                    if !append_only {
+                        if let Some(c) = order.iter().find(|c| proctime.contains(&c.column)) {
+                            return Err(unsupported(format!(
+                                "Top-N over an updating input ordered by the processing-time attribute '{}' together with other columns is not supported; order by '{}' alone (arrival order) or by other columns",
+                                name(c.column),
+                                name(c.column)
+                            )));
+                        }
+                    }
+                    RankOrder::Columns(order.clone())
+                }
+            };
+            let order_text: Vec<String> = order
+                .iter()
+                .map(|c| {
+                    let dir = if c.descending { "DESC" } else { "ASC" };
+                    // Flink's default null order: nulls are the smallest values.
+                    let nulls = if c.nulls_first == c.descending { if c.nulls_first { " NULLS FIRST" } else { " NULLS LAST" } } else { "" };
+                    format!("{} {dir}{nulls}", name(c.column))
+                })
+                .collect();
+            let describe = format!(
+                "Rank(strategy=[{}], rankType=[ROW_NUMBER], rankRange=[rankStart={start}, rankEnd={end}], partitionBy=[{keys_text}], orderBy=[{}], select=[{}])",
+                if append_only { "AppendFastStrategy" } else { "RetractStrategy" },
+                order_text.join(", "),
+                select.join(", ")
+            );
+            let unique_key = if start == end {
+                Some(partition.clone())
+            } else if output_rank {
+                Some(partition.iter().copied().chain([n_in]).collect())
+            } else {
+                input.unique_key.clone()
+            };
+            let kind = NodeKind::Rank { partition, order: rank_order, range: (start, end), output_rank, proctime };
+            self.add(kind, vec![input.id], node_schema.clone(), ChangelogMode::All, unique_key, describe)
+        };
+        // Line the columns up with the filter's input (projections between window and filter).
+        let mut cur = ranked;
+        let identity = mapping.len() == n_in + 1 && mapping.iter().enumerate().all(|(i, m)| i == *m);
+        if !identity {
+            let ns = self.schema_of(cur.id);
+            let exprs: Vec<PhysExpr> = mapping.iter().map(|m| col_expr(*m, &ns)).collect();
+            let texts: Vec<String> = mapping.iter().map(|m| ns.field(*m).name().clone()).collect();
+            let uk = cur.unique_key.as_ref().and_then(|k| k.iter().map(|i| mapping.iter().position(|m| m == i)).collect::<Option<Vec<_>>>());
+            let describe = format!("Calc(select=[{}])", texts.join(", "));
+            let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: texts };
+            let mode = cur.mode.clone();
+            cur = self.add(kind, vec![cur.id], arrow_schema(in_schema), mode, uk, describe);
+        }
+        // The rest of the condition runs after the Top-N, as in SQL.
+        if let Some(pred) = conjunction(rest) {
+            let arrow = arrow_schema(in_schema);
+            let exprs = (0..arrow.fields().len()).map(|i| col_expr(i, &arrow)).collect();
+            let describe = format!("Calc(where=[{pred}])");
+            let kind = NodeKind::Calc { filter: Some(physical(&pred, in_schema)?), exprs, filter_text: Some(pred.to_string()), expr_texts: Vec::new() };
+            let (mode, uk) = (cur.mode.clone(), cur.unique_key.clone());
+            cur = self.add(kind, vec![cur.id], arrow, mode, uk, describe);
+        }
+        Ok(Some(cur))
     }
 
     fn lower_scan(&mut self, scan: &TableScan) -> Result<Lowered> {
@@ -593,4 +794,174 @@ impl<'a> Lowerer<'a> {
             describe,
         ))
     }
+}
+
+/// A time attribute: a computed `PROCTIME()` column or a table's WATERMARK column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimeAttr {
+    Proctime,
+    Rowtime,
+}
+
+fn is_proctime_call(sql: &str) -> bool {
+    let s: String = sql.chars().filter(|c| !c.is_whitespace()).collect();
+    s.eq_ignore_ascii_case("PROCTIME()")
+}
+
+/// Follows column `idx` of `plan` down to a table column through plain column references and
+/// tells whether it is a time attribute.
+fn time_attribute(plan: &LogicalPlan, idx: usize) -> Option<TimeAttr> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let full = match &scan.projection {
+                Some(p) => *p.get(idx)?,
+                None => idx,
+            };
+            let ct = scan.source.as_ref().downcast_ref::<CatalogTable>()?;
+            match &ct.entry {
+                CatalogEntry::Table(t) => {
+                    let c = t.columns.get(full)?;
+                    if matches!(&c.kind, ColumnKind::Computed(sql) if is_proctime_call(sql)) {
+                        Some(TimeAttr::Proctime)
+                    } else if t.watermark.as_ref().map(|w| w.column == c.name).unwrap_or(false) {
+                        Some(TimeAttr::Rowtime)
+                    } else {
+                        None
+                    }
+                }
+                CatalogEntry::View(v) => time_attribute(&v.plan, full),
+            }
+        }
+        LogicalPlan::Projection(p) => match strip_alias(p.expr.get(idx)?) {
+            Expr::Column(c) => time_attribute(&p.input, p.input.schema().index_of_column(c).ok()?),
+            _ => None,
+        },
+        LogicalPlan::Filter(f) => time_attribute(&f.input, idx),
+        LogicalPlan::SubqueryAlias(a) => time_attribute(&a.input, idx),
+        LogicalPlan::Window(w) if idx < w.input.schema().fields().len() => time_attribute(&w.input, idx),
+        _ => None,
+    }
+}
+
+fn strip_alias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(Alias { expr, .. }) => strip_alias(expr),
+        other => other,
+    }
+}
+
+fn strip_casts(e: &Expr) -> &Expr {
+    match e {
+        Expr::Cast(c) => strip_casts(&c.expr),
+        Expr::TryCast(c) => strip_casts(&c.expr),
+        Expr::Alias(Alias { expr, .. }) => strip_casts(expr),
+        other => other,
+    }
+}
+
+/// The filter below a projection (through subquery aliases).
+fn peel_alias(plan: &LogicalPlan) -> Option<&Filter> {
+    match plan {
+        LogicalPlan::Filter(f) => Some(f),
+        LogicalPlan::SubqueryAlias(a) => peel_alias(&a.input),
+        _ => None,
+    }
+}
+
+/// The window below column-only projections, and for each column of `plan` the window column it is.
+fn window_below(plan: &LogicalPlan) -> Option<(&Window, Vec<usize>)> {
+    match plan {
+        LogicalPlan::Window(w) => Some((w, (0..w.schema.fields().len()).collect())),
+        LogicalPlan::SubqueryAlias(a) => window_below(&a.input),
+        LogicalPlan::Projection(p) => {
+            let (w, inner) = window_below(&p.input)?;
+            let m = p
+                .expr
+                .iter()
+                .map(|e| match strip_alias(e) {
+                    Expr::Column(c) => p.input.schema().index_of_column(c).ok().map(|i| inner[i]),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((w, m))
+        }
+        _ => None,
+    }
+}
+
+/// `rn <op> constant` (or `constant <op> rn`, turned around) as an operator and an integer.
+fn rank_comparison(e: &Expr, is_rank: &dyn Fn(&Expr) -> bool) -> Option<(BinaryOp, i64)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return None };
+    let constant = |x: &Expr| match strip_casts(x) {
+        Expr::Literal(v, _) if !v.is_null() => match v.cast_to(&DataType::Int64).ok()? {
+            ScalarValue::Int64(Some(i)) => Some(i),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (op, v) = if is_rank(left) {
+        (*op, constant(right)?)
+    } else if is_rank(right) {
+        let flipped = match op {
+            BinaryOp::Lt => BinaryOp::Gt,
+            BinaryOp::LtEq => BinaryOp::GtEq,
+            BinaryOp::Gt => BinaryOp::Lt,
+            BinaryOp::GtEq => BinaryOp::LtEq,
+            other => *other,
+        };
+        (flipped, constant(left)?)
+    } else {
+        return None;
+    };
+    matches!(op, BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq | BinaryOp::Eq).then_some((op, v))
+}
+
+/// PARTITION BY and ORDER BY of a ROW_NUMBER() as columns of the window's input.
+fn rank_columns(wf: &WindowFunction, w: &Window) -> Result<(Vec<usize>, Vec<SortColumn>)> {
+    let schema = w.input.schema();
+    let column = |e: &Expr, what: &str| -> Result<usize> {
+        match strip_alias(e) {
+            Expr::Column(c) => Ok(schema.index_of_column(c)?),
+            other => Err(unsupported(format!(
+                "ROW_NUMBER() OVER ({what} {other}): {what} must name columns; compute the expression in a subquery and {what} its alias"
+            ))),
+        }
+    };
+    let partition = wf.params.partition_by.iter().map(|e| column(e, "PARTITION BY")).collect::<Result<Vec<_>>>()?;
+    if wf.params.order_by.is_empty() {
+        return Err(unsupported("ROW_NUMBER() for Top-N needs an ORDER BY in its OVER clause, for example OVER (PARTITION BY a ORDER BY b DESC)"));
+    }
+    let order = wf
+        .params
+        .order_by
+        .iter()
+        .map(|s| Ok(SortColumn { column: column(&s.expr, "ORDER BY")?, descending: !s.asc, nulls_first: s.nulls_first }))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((partition, order))
+}
+
+/// Why a window cannot run: RANK / DENSE_RANK as in Flink, other OVER windows not yet, and
+/// ROW_NUMBER() without a filter on its result.
+fn window_error(w: &Window) -> RsqlError {
+    for e in &w.window_expr {
+        if let Expr::WindowFunction(wf) = strip_alias(e) {
+            let name = wf.fun.name().to_ascii_uppercase();
+            match name.as_str() {
+                "ROW_NUMBER" => {}
+                "RANK" | "DENSE_RANK" => {
+                    return unsupported(format!(
+                        "{name}() is not supported on streaming queries (Flink supports only ROW_NUMBER() for Top-N); use ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...)"
+                    ))
+                }
+                other => {
+                    return unsupported(format!(
+                        "OVER windows ({other}(...) OVER (...)) are not supported yet; only ROW_NUMBER() for Top-N and deduplication is"
+                    ))
+                }
+            }
+        }
+    }
+    unsupported(
+        "ROW_NUMBER() OVER (...) runs only as Top-N or deduplication: filter its result with a constant bound in an outer query, for example SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY a ORDER BY b DESC) AS rn FROM t) WHERE rn <= 3",
+    )
 }

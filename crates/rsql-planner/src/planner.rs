@@ -13,7 +13,7 @@ use datafusion_expr::{Expr, ExprSchemable};
 use datafusion_optimizer::analyzer::type_coercion::TypeCoercion;
 use datafusion_optimizer::analyzer::Analyzer;
 use datafusion_optimizer::optimizer::{Optimizer, OptimizerContext, OptimizerRule};
-use datafusion_sql::planner::{ParserOptions, PlannerContext, SqlToRel};
+use datafusion_sql::planner::{NullOrdering, ParserOptions, PlannerContext, SqlToRel};
 use datafusion_sql::sqlparser::ast as sp;
 use rsql_common::catalog::{ColumnDef, ColumnKind, OptionValue, TableDef};
 use rsql_common::options::did_you_mean;
@@ -103,7 +103,9 @@ impl Session {
         let opts = ParserOptions::new()
             .with_collect_spans(true)
             .with_map_string_types_to_utf8view(false)
-            .with_parse_float_as_decimal(true);
+            .with_parse_float_as_decimal(true)
+            // Flink's null order: NULL is the smallest value (first in ASC, last in DESC).
+            .with_default_null_ordering(NullOrdering::NullsMin);
         let opts = ParserOptions { enable_ident_normalization: false, ..opts };
         SqlToRel::new_with_options(provider, opts)
     }

@@ -5,11 +5,14 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion_common::arrow::datatypes::{DataType, SchemaRef};
+use datafusion_common::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
 use datafusion_common::config::ConfigOptions;
-use datafusion_common::{plan_err, DataFusionError, TableReference};
+use datafusion_common::{plan_err, DataFusionError, ScalarValue, TableReference};
 use datafusion_expr::planner::{ContextProvider, ExprPlanner};
-use datafusion_expr::{AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
+use datafusion_expr::{
+    AggregateUDF, ColumnarValue, HigherOrderUDF, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TableSource, Volatility, WindowUDF,
+};
 use rsql_common::catalog::ObjectPath;
 use rsql_common::options::did_you_mean;
 
@@ -32,6 +35,46 @@ impl TableSource for CatalogTable {
             CatalogEntry::View(v) => Some(Cow::Borrowed(v.plan.as_ref())),
             CatalogEntry::Table(_) => None,
         }
+    }
+}
+
+/// Flink's `PROCTIME()`: the wall-clock time at evaluation, TIMESTAMP_LTZ(3) NOT NULL. A
+/// computed column `c AS PROCTIME()` is a processing-time attribute: ordering by it is ordering
+/// by arrival (deduplication, Top-N).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Proctime {
+    signature: Signature,
+}
+
+impl Default for Proctime {
+    fn default() -> Self {
+        Proctime { signature: Signature::nullary(Volatility::Volatile) }
+    }
+}
+
+impl Proctime {
+    fn data_type() -> DataType {
+        DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+    }
+}
+
+impl ScalarUDFImpl for Proctime {
+    fn name(&self) -> &str {
+        "proctime"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> datafusion_common::Result<DataType> {
+        Ok(Self::data_type())
+    }
+    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> datafusion_common::Result<FieldRef> {
+        Ok(Arc::new(Field::new(self.name(), Self::data_type(), false)))
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> datafusion_common::Result<ColumnarValue> {
+        // Millisecond precision, as TIMESTAMP_LTZ(3).
+        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(millis * 1000), Some(Arc::from("UTC")))))
     }
 }
 
@@ -60,6 +103,7 @@ impl Default for Functions {
             }
             aggregate.insert(f.name().to_string(), f);
         }
+        scalar.insert("proctime".into(), Arc::new(ScalarUDF::from(Proctime::default())));
         // Flink's LISTAGG is STRING_AGG with an optional separator.
         if let Some(f) = aggregate.get("string_agg").cloned() {
             aggregate.insert("listagg".into(), f);

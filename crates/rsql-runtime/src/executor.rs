@@ -149,6 +149,9 @@ fn build_operator(graph: &JobGraph, id: NodeId) -> Result<Box<dyn Operator>> {
         }
         NodeKind::Union => Box::new(PassThrough),
         NodeKind::SinkMaterializer { key } => Box::new(SinkMaterializer::new(node.schema.clone(), key)?),
+        NodeKind::Rank { .. } | NodeKind::Deduplicate { .. } => {
+            crate::operators::rank::build(&node.kind, input_schema(0), node.schema.clone(), graph.node(node.inputs[0]).mode.is_insert_only())?
+        }
         NodeKind::Source { .. } | NodeKind::Values { .. } | NodeKind::Sink { .. } => {
             return Err(RsqlError::execution(format!("node {} is not an operator", node.kind.name())))
         }

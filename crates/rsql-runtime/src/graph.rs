@@ -76,6 +76,32 @@ pub struct AggCall {
     pub name: String,
 }
 
+/// One ORDER BY column of a Top-N.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SortColumn {
+    pub column: usize,
+    pub descending: bool,
+    pub nulls_first: bool,
+}
+
+/// How a Top-N orders the rows of a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RankOrder {
+    /// By the values of input columns (ties keep arrival order).
+    Columns(Vec<SortColumn>),
+    /// By arrival: the ORDER BY is one processing-time attribute.
+    Arrival { descending: bool },
+}
+
+/// The time attribute a deduplication orders by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DedupOrder {
+    /// Processing time: arrival order.
+    Proctime,
+    /// An event-time (rowtime) column of the input.
+    Rowtime(usize),
+}
+
 /// Creates the sink of a sink node when the job starts.
 pub type SinkFactoryFn = Arc<dyn Fn() -> Result<Box<dyn Sink>> + Send + Sync>;
 
@@ -93,6 +119,15 @@ pub enum NodeKind {
     GroupAggregate { group: Vec<usize>, aggs: Vec<AggCall> },
     /// UNION ALL of inputs with one schema.
     Union,
+    /// Top-N per partition (Flink's Rank): the rows ranked `range.0..=range.1` (1-based) by
+    /// `order` within each `partition`. The output is the input columns followed by one UInt64
+    /// column: the row number when `output_rank`, else the constant `range.0` (the value itself
+    /// when the range is one row; otherwise no consumer reads it). `proctime` lists input columns
+    /// holding processing-time attributes, left out when matching retractions to stored rows.
+    Rank { partition: Vec<usize>, order: RankOrder, range: (u64, u64), output_rank: bool, proctime: Vec<usize> },
+    /// Keeps the first or last row per `key` of an insert-only input by a time attribute. The
+    /// output is the input columns followed by the constant row number 1 (UInt64).
+    Deduplicate { key: Vec<usize>, keep_last: bool, order: DedupOrder },
     /// Keeps the rows of an updating stream per sink primary key so that retractions of older
     /// rows do not delete a key that still has a row (Flink's SinkUpsertMaterializer).
     SinkMaterializer { key: Vec<usize> },
@@ -115,6 +150,8 @@ impl NodeKind {
             NodeKind::Join { .. } => "Join",
             NodeKind::GroupAggregate { .. } => "GroupAggregate",
             NodeKind::Union => "Union",
+            NodeKind::Rank { .. } => "Rank",
+            NodeKind::Deduplicate { .. } => "Deduplicate",
             NodeKind::SinkMaterializer { .. } => "SinkMaterializer",
             NodeKind::Sink { .. } => "Sink",
         }

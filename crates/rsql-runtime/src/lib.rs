@@ -11,4 +11,4 @@ pub use connector::{
     ChangelogMode, ConnectorFactory, ConnectorRegistry, Message, ProducedColumn, Sink, Source, SourceContext, SourceInfo,
 };
 pub use executor::{start_job, CheckpointHandle, CheckpointOptions, CheckpointStats, Completed, JobOptions, RunningJob};
-pub use graph::{AggCall, AggFunc, JobGraph, JoinKind, Node, NodeId, NodeKind};
+pub use graph::{AggCall, AggFunc, DedupOrder, JobGraph, JoinKind, Node, NodeId, NodeKind, RankOrder, SortColumn};

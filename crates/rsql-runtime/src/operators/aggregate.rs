@@ -80,6 +80,8 @@ enum Arg {
     Float(ArrayRef),
     Decimal(ArrayRef),
     Bytes(rsql_common::arrow::row::Rows, ArrayRef),
+    /// SUM / AVG (DISTINCT): the values' bytes for the distinct count, and the numeric argument.
+    Distinct(rsql_common::arrow::row::Rows, Box<Arg>),
     Str(ArrayRef),
     Plain(ArrayRef),
 }
@@ -147,7 +149,13 @@ impl GroupAggregate {
                 let Some(i) = c.call.arg else { return Ok(Arg::None) };
                 let col = batch.column(i).clone();
                 if let Some(codec) = &c.codec {
-                    return Ok(Arg::Bytes(codec.encode(batch.columns())?, col));
+                    let rows = codec.encode(batch.columns())?;
+                    return Ok(match c.numeric {
+                        Some(Numeric::Int) => Arg::Distinct(rows, Box::new(Arg::Int(cast(&col, &DataType::Int64)?))),
+                        Some(Numeric::Float) => Arg::Distinct(rows, Box::new(Arg::Float(cast(&col, &DataType::Float64)?))),
+                        Some(Numeric::Decimal(..)) => Arg::Distinct(rows, Box::new(Arg::Decimal(col))),
+                        None => Arg::Bytes(rows, col),
+                    });
                 }
                 Ok(match (&c.call.func, c.numeric) {
                     (_, Some(Numeric::Int)) => Arg::Int(cast(&col, &DataType::Int64)?),
@@ -285,6 +293,7 @@ fn arg_is_null(arg: &Arg, i: usize) -> bool {
     match arg {
         Arg::None => false,
         Arg::Int(a) | Arg::Float(a) | Arg::Decimal(a) | Arg::Str(a) | Arg::Bytes(_, a) | Arg::Plain(a) => a.is_null(i),
+        Arg::Distinct(_, inner) => arg_is_null(inner, i),
     }
 }
 
@@ -332,7 +341,7 @@ impl Operator for GroupAggregate {
                     continue;
                 }
                 if let Some(d) = &mut g.distinct[j] {
-                    let Arg::Bytes(rows, _) = arg else { continue };
+                    let (Arg::Bytes(rows, _) | Arg::Distinct(rows, _)) = arg else { continue };
                     let k = rows.row(i).as_ref().to_vec();
                     let c = d.entry(k.clone()).or_insert(0);
                     let before = *c;
@@ -346,6 +355,10 @@ impl Operator for GroupAggregate {
                         continue;
                     }
                 }
+                let arg = match arg {
+                    Arg::Distinct(_, numeric) => numeric.as_ref(),
+                    other => other,
+                };
                 apply(&mut g.accs[j], arg, i, w);
             }
         }
@@ -548,5 +561,22 @@ mod tests {
         c.restore(&b.snapshot().unwrap()).unwrap();
         c.process(0, batch(&s, &[("+I", &[1, 4])]), &mut out).unwrap();
         assert_eq!(show(&out), vec!["+I[1, 3, 3, 9]", "-U[1, 3, 3, 9]", "+U[1, 4, 3, 9]"]);
+    }
+
+    #[test]
+    fn sum_distinct_adds_each_value_once() {
+        let s = schema(&["k", "v"], false);
+        let calls = vec![AggCall { func: AggFunc::Sum, arg: Some(1), distinct: true, filter: None, output_type: DataType::Int64, name: "sd".into() }];
+        let out_schema = std::sync::Arc::new(rsql_common::arrow::datatypes::Schema::new(vec![
+            Field::new("k", DataType::Int32, false),
+            Field::new("sd", DataType::Int64, true),
+        ]));
+        let mut a = GroupAggregate::new(s.clone(), &[0], calls, out_schema, false).unwrap();
+        let mut out = Vec::new();
+        a.process(0, batch(&s, &[("+I", &[1, 5]), ("+I", &[1, 5]), ("+I", &[1, 2])]), &mut out).unwrap();
+        // One of two equal values goes: the sum keeps it; the last one goes: the sum drops it.
+        a.process(0, batch(&s, &[("-D", &[1, 5])]), &mut out).unwrap();
+        a.process(0, batch(&s, &[("-D", &[1, 5])]), &mut out).unwrap();
+        assert_eq!(show(&out), vec!["+I[1, 7]", "-U[1, 7]", "+U[1, 2]"]);
     }
 }

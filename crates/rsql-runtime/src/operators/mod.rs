@@ -6,6 +6,7 @@ pub mod calc;
 pub mod join;
 pub mod materializer;
 pub mod normalize;
+pub mod rank;
 pub mod state;
 #[cfg(test)]
 mod testutil;
