@@ -2,7 +2,7 @@
 //! session's catalog and offers the built-in scalar, aggregate and window functions.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion_common::arrow::datatypes::{DataType, SchemaRef};
@@ -21,6 +21,8 @@ pub struct CatalogTable {
     pub path: ObjectPath,
     pub entry: CatalogEntry,
     pub schema: SchemaRef,
+    /// Read with `FOR SYSTEM_TIME AS OF`: the dimension side of a lookup join.
+    pub lookup: bool,
 }
 
 impl TableSource for CatalogTable {
@@ -60,6 +62,8 @@ impl Default for Functions {
             }
             aggregate.insert(f.name().to_string(), f);
         }
+        // Flink's processing time attribute (`proc_time AS PROCTIME()`).
+        scalar.insert("proctime".into(), Arc::new(ScalarUDF::new_from_impl(ProcTime::default())));
         // Flink's LISTAGG is STRING_AGG with an optional separator.
         if let Some(f) = aggregate.get("string_agg").cloned() {
             aggregate.insert("listagg".into(), f);
@@ -90,6 +94,8 @@ impl Default for Functions {
 pub struct Provider<'a> {
     pub catalog: &'a Catalog,
     pub functions: &'a Functions,
+    /// Tables the statement reads with `FOR SYSTEM_TIME AS OF`.
+    pub lookups: HashSet<ObjectPath>,
 }
 
 impl ContextProvider for Provider<'_> {
@@ -108,7 +114,11 @@ impl ContextProvider for Provider<'_> {
                     CatalogEntry::Table(t) => t.full_schema(),
                     CatalogEntry::View(v) => Arc::new(v.plan.schema().as_arrow().clone()),
                 };
-                Ok(Arc::new(CatalogTable { path, entry: entry.clone(), schema }))
+                let lookup = self.lookups.contains(&path);
+                if lookup && matches!(entry, CatalogEntry::View(_)) {
+                    return plan_err!("FOR SYSTEM_TIME AS OF needs a table, and {path} is a view");
+                }
+                Ok(Arc::new(CatalogTable { path, entry: entry.clone(), schema, lookup }))
             }
             None => {
                 let cands = self
@@ -175,4 +185,37 @@ fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut v: Vec<String> = names.cloned().collect();
     v.sort();
     v
+}
+
+/// `PROCTIME()`: the wall clock when a row is processed, as TIMESTAMP_LTZ. Evaluated per batch
+/// (it is volatile, so the planner never folds it into a constant).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ProcTime {
+    signature: datafusion_expr::Signature,
+}
+
+impl Default for ProcTime {
+    fn default() -> Self {
+        ProcTime { signature: datafusion_expr::Signature::nullary(datafusion_expr::Volatility::Volatile) }
+    }
+}
+
+impl datafusion_expr::ScalarUDFImpl for ProcTime {
+    fn name(&self) -> &str {
+        "proctime"
+    }
+
+    fn signature(&self) -> &datafusion_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion_common::Result<DataType> {
+        Ok(DataType::Timestamp(datafusion_common::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())))
+    }
+
+    fn invoke_with_args(&self, args: datafusion_expr::ScalarFunctionArgs) -> datafusion_common::Result<datafusion_expr::ColumnarValue> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+        let arr = datafusion_common::arrow::array::TimestampMicrosecondArray::from(vec![now; args.number_rows]).with_timezone("UTC");
+        Ok(datafusion_expr::ColumnarValue::Array(Arc::new(arr)))
+    }
 }

@@ -92,6 +92,9 @@ fn build_operator(graph: &JobGraph, id: NodeId) -> Result<Box<dyn Operator>> {
         }
         NodeKind::Union => Box::new(PassThrough),
         NodeKind::SinkMaterializer { key } => Box::new(SinkMaterializer::new(node.schema.clone(), key)?),
+        NodeKind::LookupJoin { create, probe_keys, dim_columns, dim_filters, left_outer, filter } => {
+            Box::new(crate::operators::lookup_join::LookupJoin::new(create()?, probe_keys, dim_columns, dim_filters.clone(), *left_outer, filter.clone(), node.schema.clone()))
+        }
         NodeKind::Source { .. } | NodeKind::Values { .. } | NodeKind::Sink { .. } => {
             return Err(RsqlError::execution(format!("node {} is not an operator", node.kind.name())))
         }

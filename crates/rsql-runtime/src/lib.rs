@@ -7,7 +7,8 @@ pub mod graph;
 pub mod operators;
 
 pub use connector::{
-    ChangelogMode, ConnectorFactory, ConnectorRegistry, Message, ProducedColumn, Sink, Source, SourceContext, SourceInfo,
+    ChangelogMode, ConnectorFactory, ConnectorRegistry, LookupFunction, Message, ProducedColumn, Sink, Source, SourceContext,
+    SourceInfo,
 };
 pub use executor::{start_job, JobOptions, RunningJob};
 pub use graph::{AggCall, AggFunc, JobGraph, JoinKind, Node, NodeId, NodeKind};
