@@ -5,8 +5,10 @@ pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;
 pub mod formats;
+pub mod jdbc;
 pub mod mysql_cdc;
 pub mod print;
+pub mod starrocks;
 
 use rsql_runtime::ConnectorRegistry;
 
@@ -15,6 +17,8 @@ pub fn register_builtin(reg: &mut ConnectorRegistry) {
     blackhole::register(reg);
     datagen::register(reg);
     filesystem::register(reg);
+    jdbc::register(reg);
     mysql_cdc::register(reg);
     print::register(reg);
+    starrocks::register(reg);
 }

@@ -61,6 +61,79 @@ fn arrow_schema(s: &DFSchemaRef) -> SchemaRef {
     Arc::new(s.as_arrow().clone())
 }
 
+/// The dimension side of a lookup join: its table, the columns it gives the join (indices into
+/// the table's physical columns) and the filters over the table's columns (pushed down from
+/// WHERE or ON), rewritten to name the table's columns directly.
+pub(crate) struct DimScan {
+    table: Arc<TableDef>,
+    columns: Vec<usize>,
+    filters: Vec<Expr>,
+}
+
+/// Rewrites the columns of `e` (bound to `schema`) into the table's own column names, through
+/// `columns` (the position of each column of `schema` among the table's columns).
+fn to_table_columns(e: &Expr, schema: &DFSchema, columns: &[usize], table: &TableDef) -> Result<Expr> {
+    use datafusion_common::tree_node::{Transformed, TreeNode};
+    let full = table.full_schema();
+    let r = e.clone().transform(|x| match x {
+        Expr::Column(c) => {
+            let p = schema.index_of_column(&c)?;
+            let name = full.field(columns[p]).name().clone();
+            Ok(Transformed::yes(Expr::Column(datafusion_common::Column::new_unqualified(name))))
+        }
+        other => Ok(Transformed::no(other)),
+    })?;
+    Ok(r.data)
+}
+
+/// Whether `plan` reads a table with FOR SYSTEM_TIME AS OF (through aliases, filters and
+/// projections of plain columns).
+fn dim_scan(plan: &LogicalPlan) -> Option<Result<DimScan>> {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => dim_scan(&a.input),
+        LogicalPlan::Filter(f) => dim_scan(&f.input).map(|r| {
+            let mut d = r?;
+            let e = to_table_columns(&f.predicate, f.input.schema(), &d.columns, &d.table)?;
+            d.filters.push(e);
+            Ok(d)
+        }),
+        LogicalPlan::Projection(p) => dim_scan(&p.input).map(|r| {
+            let mut d = r?;
+            let mut cols = Vec::with_capacity(p.expr.len());
+            for e in &p.expr {
+                let inner = match e {
+                    Expr::Alias(Alias { expr, .. }) => expr.as_ref(),
+                    other => other,
+                };
+                let Expr::Column(c) = inner else {
+                    return Err(unsupported(format!(
+                        "the expression {e} over lookup table {} is computed before the join; compute it after the join instead",
+                        d.table.path
+                    )));
+                };
+                cols.push(d.columns[p.input.schema().index_of_column(c)?]);
+            }
+            d.columns = cols;
+            Ok(d)
+        }),
+        LogicalPlan::TableScan(scan) => {
+            let ct = scan.source.as_ref().downcast_ref::<CatalogTable>()?;
+            if !ct.lookup {
+                return None;
+            }
+            match &ct.entry {
+                CatalogEntry::Table(t) => {
+                    let n = t.full_schema().fields().len();
+                    let columns = scan.projection.clone().unwrap_or_else(|| (0..n).collect());
+                    Some(Ok(DimScan { table: t.clone(), columns, filters: Vec::new() }))
+                }
+                CatalogEntry::View(_) => Some(Err(unsupported(format!("FOR SYSTEM_TIME AS OF needs a table, and {} is a view", ct.path)))),
+            }
+        }
+        _ => None,
+    }
+}
+
 impl<'a> Lowerer<'a> {
     pub fn new(registry: &'a ConnectorRegistry, computed: &'a dyn Fn(&TableDef, &str, &DFSchema) -> Result<Expr>) -> Self {
         Lowerer { graph: JobGraph::default(), registry, sources: HashMap::new(), computed }
@@ -431,6 +504,13 @@ impl<'a> Lowerer<'a> {
         let Some(ct) = scan.source.as_ref().downcast_ref::<CatalogTable>() else {
             return Err(RsqlError::execution(format!("table {} has no rsql source", scan.table_name)));
         };
+        if ct.lookup {
+            return Err(unsupported(format!(
+                "table {} is read with FOR SYSTEM_TIME AS OF, which rsql supports as the right side of a JOIN or LEFT JOIN \
+                 with an equality ON its columns (a lookup join)",
+                ct.path
+            )));
+        }
         if !scan.filters.is_empty() {
             return Err(RsqlError::execution("filters pushed into a scan are not expected"));
         }
@@ -585,6 +665,17 @@ impl<'a> Lowerer<'a> {
     }
 
     fn lower_join(&mut self, j: &Join) -> Result<Lowered> {
+        if let Some(dim) = dim_scan(&j.left) {
+            let dim = dim?;
+            return Err(unsupported(format!(
+                "table {} is read with FOR SYSTEM_TIME AS OF on the left side of a join; write the lookup table on the right: \
+                 FROM stream JOIN {} FOR SYSTEM_TIME AS OF stream.proc_time ON ...",
+                dim.table.path, dim.table.path.name
+            )));
+        }
+        if let Some(dim) = dim_scan(&j.right) {
+            return self.lower_lookup_join(j, dim?);
+        }
         let kind = match j.join_type {
             JoinType::Inner => JoinKind::Inner,
             JoinType::Left => JoinKind::Left,
@@ -673,6 +764,113 @@ impl<'a> Lowerer<'a> {
             return Ok(joined);
         }
         // Drop the appended key columns again.
+        let keep: Vec<usize> = (0..nl).chain(lw..lw + nr).collect();
+        let exprs: Vec<PhysExpr> = keep.iter().map(|&i| col_expr(i, &join_schema)).collect();
+        let uk = unique_key.and_then(|k| k.iter().map(|i| keep.iter().position(|x| x == i)).collect());
+        let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: Vec::new() };
+        Ok(self.add(kind, vec![joined.id], out_schema, mode, uk, "Calc(drop join keys)".into()))
+    }
+
+    /// `stream JOIN dim FOR SYSTEM_TIME AS OF ... ON stream.k = dim.c`: every input row looks
+    /// its key up in the dimension table when it arrives.
+    fn lower_lookup_join(&mut self, j: &Join, dim: DimScan) -> Result<Lowered> {
+        let t = dim.table.clone();
+        let left_outer = match j.join_type {
+            JoinType::Inner => false,
+            JoinType::Left => true,
+            other => {
+                return Err(unsupported(format!(
+                    "{other} lookup joins are not supported; a lookup join (FOR SYSTEM_TIME AS OF {}) is a JOIN or a LEFT JOIN",
+                    t.path
+                )))
+            }
+        };
+        if j.on.is_empty() {
+            return Err(unsupported(format!("a lookup join needs an equality between the input and a column of {} in its ON clause", t.path)));
+        }
+        if let Some(c) = t.columns.iter().find(|c| !c.is_physical()) {
+            return Err(unsupported(format!("lookup table {} has the computed or metadata column '{}'; a lookup table has physical columns only", t.path, c.name)));
+        }
+        let factory = self.registry.validate(&t)?;
+        if !factory.supports_lookup() {
+            return Err(RsqlError::validation(
+                format!(
+                    "table {} (connector '{}') cannot be read with FOR SYSTEM_TIME AS OF: rsql runs lookup joins against 'jdbc' tables; \
+                     temporal joins against versioned tables are not supported yet",
+                    t.path,
+                    factory.name()
+                ),
+                Some(t.location),
+            ));
+        }
+        let full = t.full_schema();
+        let right_schema = j.right.schema();
+        let mut key_names = Vec::new();
+        let mut lookup_text = Vec::new();
+        for (l, r) in &j.on {
+            let mut inner = r;
+            while let Expr::Cast(c) = inner {
+                inner = c.expr.as_ref();
+            }
+            let Expr::Column(c) = inner else {
+                return Err(unsupported(format!("the lookup join key {r} must be a column of {}", t.path)));
+            };
+            let pos = right_schema.index_of_column(c)?;
+            let name = full.field(dim.columns[pos]).name().clone();
+            lookup_text.push(format!("{name}={l}"));
+            key_names.push(name);
+        }
+        let table_df = DFSchema::try_from(full.as_ref().clone())?;
+        let dim_filters = dim.filters.iter().map(|e| physical(e, &table_df)).collect::<Result<Vec<_>>>()?;
+        let left = self.lower(&j.left)?;
+        let lkeys: Vec<Expr> = j.on.iter().map(|(l, _)| l.clone()).collect();
+        let (left, lidx, lextra) = self.key_columns(&left, &j.left, &lkeys)?;
+        let ls = self.schema_of(left.id);
+        let out_schema = arrow_schema(&j.schema);
+        let nl = j.left.schema().fields().len();
+        let nr = right_schema.fields().len();
+        let mut fields: Vec<Field> = ls.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for i in 0..nr {
+            fields.push(out_schema.field(nl + i).clone().with_nullable(out_schema.field(nl + i).is_nullable() || left_outer));
+        }
+        let wide = lextra > 0;
+        let join_schema = if wide {
+            Arc::new(Schema::new(fields.iter().enumerate().map(|(i, f)| f.clone().with_name(format!("${i}"))).collect::<Vec<_>>()))
+        } else {
+            Arc::new(Schema::new(fields))
+        };
+        let filter = match &j.filter {
+            None => None,
+            Some(f) if !wide => Some(physical(f, &j.schema)?),
+            Some(_) => return Err(unsupported("a lookup join with both computed join keys and a non-equi condition is not supported yet")),
+        };
+        // At most one row per key when the keys cover the table's primary key.
+        let pk_covered = t.primary_key.as_ref().is_some_and(|pk| !pk.is_empty() && pk.iter().all(|k| key_names.contains(k)));
+        let unique_key = if pk_covered { left.unique_key.clone() } else { None };
+        let mode = left.mode.clone();
+        let dim_columns: Vec<usize> = dim.columns.clone();
+        let describe = format!(
+            "LookupJoin(table=[{}.{}.{}], joinType=[{}], lookup=[{}]{}{})",
+            t.path.catalog,
+            t.path.database,
+            t.path.name,
+            if left_outer { "LeftOuterJoin" } else { "InnerJoin" },
+            lookup_text.join(", "),
+            if dim.filters.is_empty() {
+                String::new()
+            } else {
+                format!(", tableFilter=[{}]", dim.filters.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" AND "))
+            },
+            j.filter.as_ref().map(|f| format!(", where=[{f}]")).unwrap_or_default()
+        );
+        let (f2, t2, k2) = (factory.clone(), t.clone(), key_names.clone());
+        let create: rsql_runtime::graph::LookupFactoryFn = Arc::new(move || f2.create_lookup(&t2, &k2));
+        let kind = NodeKind::LookupJoin { create, probe_keys: lidx, dim_columns, dim_filters, left_outer, filter };
+        let joined = self.add(kind, vec![left.id], join_schema.clone(), mode.clone(), unique_key.clone(), describe);
+        if !wide {
+            return Ok(joined);
+        }
+        let lw = ls.fields().len();
         let keep: Vec<usize> = (0..nl).chain(lw..lw + nr).collect();
         let exprs: Vec<PhysExpr> = keep.iter().map(|&i| col_expr(i, &join_schema)).collect();
         let uk = unique_key.and_then(|k| k.iter().map(|i| keep.iter().position(|x| x == i)).collect());

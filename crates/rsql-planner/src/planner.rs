@@ -3,7 +3,7 @@
 //! DataFusion's SQL planner with a chosen set of analyzer and optimizer rules, INSERTs checked
 //! against their sink, and whole statement sets lowered into one job graph.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use datafusion_common::arrow::datatypes::Schema;
@@ -15,7 +15,7 @@ use datafusion_optimizer::analyzer::Analyzer;
 use datafusion_optimizer::optimizer::{Optimizer, OptimizerContext, OptimizerRule};
 use datafusion_sql::planner::{NullOrdering, ParserOptions, PlannerContext, SqlToRel};
 use datafusion_sql::sqlparser::ast as sp;
-use rsql_common::catalog::{ColumnDef, ColumnKind, OptionValue, TableDef};
+use rsql_common::catalog::{ColumnDef, ColumnKind, ObjectPath, OptionValue, TableDef};
 use rsql_common::options::did_you_mean;
 use rsql_common::types::{FlinkType, LogicalType};
 use rsql_common::{Location, Result, RsqlError};
@@ -120,12 +120,45 @@ impl Session {
 
     /// Plans a query into an optimized logical plan.
     pub fn plan_query(&self, query: &sp::Query, location: Location) -> Result<LogicalPlan> {
-        let provider = Provider { catalog: &self.catalog, functions: &self.functions };
+        let lookups = self.lookup_tables(query, location)?;
+        let provider = Provider { catalog: &self.catalog, functions: &self.functions, lookups };
         let planner = self.sql_to_rel(&provider);
         let plan = planner
             .sql_statement_to_plan(sp::Statement::Query(Box::new(query.clone())))
             .map_err(|e| df_error(e, location))?;
         self.analyze_and_optimize(plan, location)
+    }
+
+    /// The tables a query reads with `FOR SYSTEM_TIME AS OF` (the dimension sides of lookup
+    /// joins). A table read both with and without it in one query is an error, as is any other
+    /// kind of time travel.
+    fn lookup_tables(&self, query: &sp::Query, location: Location) -> Result<HashSet<ObjectPath>> {
+        let mut refs: Vec<(sp::ObjectName, Option<sp::TableVersion>)> = Vec::new();
+        collect_tables(query, &mut refs);
+        let mut versioned = HashSet::new();
+        let mut plain = HashSet::new();
+        for (name, version) in refs {
+            let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.clone())).collect();
+            let Some(path) = self.catalog.qualify_parts(&parts) else { continue };
+            match version {
+                None => {
+                    plain.insert(path);
+                }
+                Some(sp::TableVersion::ForSystemTimeAsOf(_)) => {
+                    versioned.insert(path);
+                }
+                Some(other) => {
+                    return Err(RsqlError::unsupported(format!("{other} on table {name} is not supported; use FOR SYSTEM_TIME AS OF for a lookup join")).at(location))
+                }
+            }
+        }
+        if let Some(p) = versioned.iter().find(|p| plain.contains(*p)) {
+            return Err(RsqlError::unsupported(format!(
+                "table {p} is read both with and without FOR SYSTEM_TIME AS OF in one query; read it one way (or through a view)"
+            ))
+            .at(location));
+        }
+        Ok(versioned)
     }
 
     /// Plans a scalar expression (computed column) over a table's physical and metadata columns.
@@ -135,7 +168,7 @@ impl Session {
             .try_with_sql(sql)
             .and_then(|mut p| p.parse_expr())
             .map_err(|e| RsqlError::parse(format!("computed column of {}: {e}", table.path), Some(table.location)))?;
-        let provider = Provider { catalog: &self.catalog, functions: &self.functions };
+        let provider = Provider { catalog: &self.catalog, functions: &self.functions, lookups: HashSet::new() };
         let planner = self.sql_to_rel(&provider);
         let e = planner.sql_to_expr(ast, schema, &mut PlannerContext::new()).map_err(|e| df_error(e, table.location))?;
         // Coerce types by planning it as a projection over the table.
@@ -143,6 +176,7 @@ impl Session {
             path: table.path.clone(),
             entry: CatalogEntry::Table(Arc::new(table.clone())),
             schema: Arc::new(schema.as_arrow().clone()),
+            lookup: false,
         });
         let plan = LogicalPlanBuilder::scan(table.path.name.clone(), source, None)
             .and_then(|b| b.project(vec![e]))
@@ -492,6 +526,49 @@ impl Session {
         );
         lw.add(NodeKind::Sink { label: sink.path.to_string(), create }, vec![cur.id], sink_schema, mode, cur.unique_key.clone(), describe);
         Ok(())
+    }
+}
+
+/// Every table a query names in FROM / JOIN (through CTEs, subqueries and set operations), with
+/// its time travel clause if it has one.
+fn collect_tables(q: &sp::Query, out: &mut Vec<(sp::ObjectName, Option<sp::TableVersion>)>) {
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            collect_tables(&cte.query, out);
+        }
+    }
+    collect_set_expr(&q.body, out);
+}
+
+fn collect_set_expr(e: &sp::SetExpr, out: &mut Vec<(sp::ObjectName, Option<sp::TableVersion>)>) {
+    match e {
+        sp::SetExpr::Select(s) => {
+            for twj in &s.from {
+                collect_table_with_joins(twj, out);
+            }
+        }
+        sp::SetExpr::Query(q) => collect_tables(q, out),
+        sp::SetExpr::SetOperation { left, right, .. } => {
+            collect_set_expr(left, out);
+            collect_set_expr(right, out);
+        }
+        _ => {}
+    }
+}
+
+fn collect_table_with_joins(t: &sp::TableWithJoins, out: &mut Vec<(sp::ObjectName, Option<sp::TableVersion>)>) {
+    collect_factor(&t.relation, out);
+    for j in &t.joins {
+        collect_factor(&j.relation, out);
+    }
+}
+
+fn collect_factor(f: &sp::TableFactor, out: &mut Vec<(sp::ObjectName, Option<sp::TableVersion>)>) {
+    match f {
+        sp::TableFactor::Table { name, version, .. } => out.push((name.clone(), version.clone())),
+        sp::TableFactor::Derived { subquery, .. } => collect_tables(subquery, out),
+        sp::TableFactor::NestedJoin { table_with_joins, .. } => collect_table_with_joins(table_with_joins, out),
+        _ => {}
     }
 }
 

@@ -2,7 +2,7 @@
 //! session's catalog and offers the built-in scalar, aggregate and window functions.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion_common::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
@@ -24,6 +24,8 @@ pub struct CatalogTable {
     pub path: ObjectPath,
     pub entry: CatalogEntry,
     pub schema: SchemaRef,
+    /// Read with `FOR SYSTEM_TIME AS OF`: the dimension side of a lookup join.
+    pub lookup: bool,
 }
 
 impl TableSource for CatalogTable {
@@ -134,6 +136,8 @@ impl Default for Functions {
 pub struct Provider<'a> {
     pub catalog: &'a Catalog,
     pub functions: &'a Functions,
+    /// Tables the statement reads with `FOR SYSTEM_TIME AS OF`.
+    pub lookups: HashSet<ObjectPath>,
 }
 
 impl ContextProvider for Provider<'_> {
@@ -152,7 +156,11 @@ impl ContextProvider for Provider<'_> {
                     CatalogEntry::Table(t) => t.full_schema(),
                     CatalogEntry::View(v) => Arc::new(v.plan.schema().as_arrow().clone()),
                 };
-                Ok(Arc::new(CatalogTable { path, entry: entry.clone(), schema }))
+                let lookup = self.lookups.contains(&path);
+                if lookup && matches!(entry, CatalogEntry::View(_)) {
+                    return plan_err!("FOR SYSTEM_TIME AS OF needs a table, and {path} is a view");
+                }
+                Ok(Arc::new(CatalogTable { path, entry: entry.clone(), schema, lookup }))
             }
             None => {
                 let cands = self

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::catalog::TableDef;
 use rsql_common::options::{did_you_mean, OptionSchema};
 use rsql_common::types::LogicalType;
@@ -165,6 +166,16 @@ pub trait Sink: Send {
     }
 }
 
+/// Reads rows of a dimension table by key, for lookup joins (`JOIN t FOR SYSTEM_TIME AS OF ...`).
+/// It is called from an operator and blocks until the rows are there; caching and retries are
+/// its own business.
+pub trait LookupFunction: Send {
+    /// For the key rows of `keys` (one column per lookup key, in the order given at creation),
+    /// the matching rows of the table (its physical columns, as declared) and, for each of them,
+    /// the index of the key row it matches. Key rows holding a NULL match nothing.
+    fn lookup(&mut self, keys: &RecordBatch) -> Result<(RecordBatch, Vec<u32>)>;
+}
+
 /// How a source table behaves, known at planning time.
 #[derive(Clone, Debug)]
 pub struct SourceInfo {
@@ -211,6 +222,21 @@ pub trait ConnectorFactory: Send + Sync {
 
     /// `input_mode` is the changelog mode of the query written into the sink.
     fn create_sink(&self, table: &TableDef, input_mode: &ChangelogMode) -> Result<Box<dyn Sink>>;
+
+    /// Whether the table can be the dimension side of a lookup join.
+    fn supports_lookup(&self) -> bool {
+        false
+    }
+
+    /// A lookup function over `table` keyed by the physical columns `keys`.
+    fn create_lookup(&self, table: &TableDef, _keys: &[String]) -> Result<Box<dyn LookupFunction>> {
+        Err(RsqlError::unsupported(format!(
+            "table '{}' (connector '{}') cannot be the table of a lookup join (FOR SYSTEM_TIME AS OF); \
+             only 'jdbc' tables can",
+            table.path.name,
+            self.name()
+        )))
+    }
 }
 
 /// Connectors by name.

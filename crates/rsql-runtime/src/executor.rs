@@ -152,6 +152,9 @@ fn build_operator(graph: &JobGraph, id: NodeId) -> Result<Box<dyn Operator>> {
         NodeKind::Rank { .. } | NodeKind::Deduplicate { .. } => {
             crate::operators::rank::build(&node.kind, input_schema(0), node.schema.clone(), graph.node(node.inputs[0]).mode.is_insert_only())?
         }
+        NodeKind::LookupJoin { create, probe_keys, dim_columns, dim_filters, left_outer, filter } => {
+            Box::new(crate::operators::lookup_join::LookupJoin::new(create()?, probe_keys, dim_columns, dim_filters.clone(), *left_outer, filter.clone(), node.schema.clone()))
+        }
         NodeKind::Source { .. } | NodeKind::Values { .. } | NodeKind::Sink { .. } => {
             return Err(RsqlError::execution(format!("node {} is not an operator", node.kind.name())))
         }

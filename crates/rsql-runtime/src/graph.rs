@@ -10,7 +10,7 @@ use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::catalog::TableDef;
 use rsql_common::Result;
 
-use crate::connector::{ChangelogMode, ConnectorFactory, ProducedColumn, Sink};
+use crate::connector::{ChangelogMode, ConnectorFactory, LookupFunction, ProducedColumn, Sink};
 
 pub type NodeId = usize;
 pub type PhysExpr = Arc<dyn PhysicalExpr>;
@@ -105,6 +105,9 @@ pub enum DedupOrder {
 /// Creates the sink of a sink node when the job starts.
 pub type SinkFactoryFn = Arc<dyn Fn() -> Result<Box<dyn Sink>> + Send + Sync>;
 
+/// Creates the lookup function of a lookup join when the job starts.
+pub type LookupFactoryFn = Arc<dyn Fn() -> Result<Box<dyn LookupFunction>> + Send + Sync>;
+
 #[derive(Clone)]
 pub enum NodeKind {
     Source { table: Arc<TableDef>, columns: Vec<ProducedColumn>, factory: Arc<dyn ConnectorFactory> },
@@ -131,6 +134,19 @@ pub enum NodeKind {
     /// Keeps the rows of an updating stream per sink primary key so that retractions of older
     /// rows do not delete a key that still has a row (Flink's SinkUpsertMaterializer).
     SinkMaterializer { key: Vec<usize> },
+    /// Lookup join (`JOIN dim FOR SYSTEM_TIME AS OF ...`): each input row looks its `probe_keys`
+    /// columns up in a dimension table and is joined with the rows found there that pass
+    /// `dim_filters` (over the table's physical columns), taking their `dim_columns` (indices into
+    /// those columns); `filter` runs over the joined row; `left_outer` keeps input rows without a
+    /// match, padded with NULLs.
+    LookupJoin {
+        create: LookupFactoryFn,
+        probe_keys: Vec<usize>,
+        dim_columns: Vec<usize>,
+        dim_filters: Vec<PhysExpr>,
+        left_outer: bool,
+        filter: Option<PhysExpr>,
+    },
     Sink { label: String, create: SinkFactoryFn },
 }
 
@@ -153,6 +169,7 @@ impl NodeKind {
             NodeKind::Rank { .. } => "Rank",
             NodeKind::Deduplicate { .. } => "Deduplicate",
             NodeKind::SinkMaterializer { .. } => "SinkMaterializer",
+            NodeKind::LookupJoin { .. } => "LookupJoin",
             NodeKind::Sink { .. } => "Sink",
         }
     }

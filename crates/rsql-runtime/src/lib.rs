@@ -8,7 +8,8 @@ pub mod graph;
 pub mod operators;
 
 pub use connector::{
-    ChangelogMode, ConnectorFactory, ConnectorRegistry, Message, ProducedColumn, Sink, Source, SourceContext, SourceInfo,
+    ChangelogMode, ConnectorFactory, ConnectorRegistry, LookupFunction, Message, ProducedColumn, Sink, Source, SourceContext,
+    SourceInfo,
 };
 pub use executor::{start_job, CheckpointHandle, CheckpointOptions, CheckpointStats, Completed, JobOptions, RunningJob};
 pub use graph::{AggCall, AggFunc, DedupOrder, JobGraph, JoinKind, Node, NodeId, NodeKind, RankOrder, SortColumn};

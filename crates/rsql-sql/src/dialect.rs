@@ -1,5 +1,5 @@
 //! A sqlparser dialect close to Flink's parser: backticks quote identifiers, single quotes are
-//! strings, `--` and `/* */` are comments.
+//! strings, `--` and `/* */` are comments, `FOR SYSTEM_TIME AS OF` follows a table name.
 
 use datafusion_sql::sqlparser::dialect::Dialect;
 
@@ -40,6 +40,11 @@ impl Dialect for FlinkDialect {
     }
 
     fn supports_named_fn_args_with_rarrow_operator(&self) -> bool {
+        true
+    }
+
+    /// `JOIN dim FOR SYSTEM_TIME AS OF o.proc_time AS d` (lookup joins).
+    fn supports_table_versioning(&self) -> bool {
         true
     }
 }

@@ -16,9 +16,9 @@
 
 mod changelog;
 mod csv;
-mod json;
+pub(crate) mod json;
 mod raw;
-mod text;
+pub(crate) mod text;
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};

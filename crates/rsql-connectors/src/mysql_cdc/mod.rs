@@ -6,7 +6,7 @@
 //! `decode` maps values, `mariadb_events` parses MariaDB's own binlog events and `position`
 //! holds binlog positions.
 
-mod decode;
+pub(crate) mod decode;
 pub mod mariadb_events;
 pub mod position;
 pub mod schema;

@@ -274,9 +274,9 @@ pub async fn find_tables(conn: &mut Conn, database_re: &str, table_re: &str) -> 
     Ok(out)
 }
 
-/// Reads a table's columns and primary key from information_schema.
-pub async fn load_table(conn: &mut Conn, database: &str, table: &str) -> Result<TableSchema> {
-    let ctx = format!("mysql-cdc: reading the columns of {database}.{table}");
+/// Reads a table's columns from information_schema, in ordinal order; empty when the table does
+/// not exist or the user cannot see it. `ctx` names the reader in errors.
+pub async fn read_columns(conn: &mut Conn, database: &str, table: &str, ctx: &str) -> Result<Vec<MySqlColumn>> {
     let sql = format!(
         "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), IS_NULLABLE, NUMERIC_SCALE, DATETIME_PRECISION, \
          CHARACTER_MAXIMUM_LENGTH, CHARACTER_SET_NAME, NUMERIC_PRECISION \
@@ -284,13 +284,7 @@ pub async fn load_table(conn: &mut Conn, database: &str, table: &str) -> Result<
         quote_str(database),
         quote_str(table)
     );
-    let rows: Vec<Row> = conn.query(sql).await.map_err(|e| db_err(&ctx, e))?;
-    if rows.is_empty() {
-        return Err(RsqlError::connector(
-            "mysql-cdc",
-            format!("table {database}.{table} does not exist or the user cannot see it; check 'database-name' and 'table-name' and the user's SELECT grant"),
-        ));
-    }
+    let rows: Vec<Row> = conn.query(sql).await.map_err(|e| db_err(ctx, e))?;
     let mut columns = Vec::with_capacity(rows.len());
     for r in &rows {
         let name = row_str(r, 0).unwrap_or_default();
@@ -314,6 +308,19 @@ pub async fn load_table(conn: &mut Conn, database: &str, table: &str) -> Result<
             column_type,
             labels,
         });
+    }
+    Ok(columns)
+}
+
+/// Reads a table's columns and primary key from information_schema.
+pub async fn load_table(conn: &mut Conn, database: &str, table: &str) -> Result<TableSchema> {
+    let ctx = format!("mysql-cdc: reading the columns of {database}.{table}");
+    let columns = read_columns(conn, database, table, &ctx).await?;
+    if columns.is_empty() {
+        return Err(RsqlError::connector(
+            "mysql-cdc",
+            format!("table {database}.{table} does not exist or the user cannot see it; check 'database-name' and 'table-name' and the user's SELECT grant"),
+        ));
     }
     let key_sql = format!(
         "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \

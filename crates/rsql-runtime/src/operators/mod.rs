@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod calc;
 pub mod join;
+pub mod lookup_join;
 pub mod materializer;
 pub mod normalize;
 pub mod rank;

@@ -1,0 +1,232 @@
+//! The seed pipeline with double-writing, end to end (sql/double_write.sql): MariaDB -> rsql ->
+//! the four upsert-kafka topics, and every layer also straight into MariaDB serving tables
+//! (`jdbc`) and into StarRocks tables through Stream Load (`starrocks`).
+//!
+//! No StarRocks runs here: the StarRocks side is the Stream Load test endpoint of
+//! rsql-connectors (an FE that redirects to a BE, which checks every request against the HTTP
+//! contract StarRocks documents and applies `__op` upserts and deletes to in-memory tables). It
+//! plays a few failures at the start (Fail, HTTP 500, a committed load whose answer is lost, a
+//! label still running, Publish Timeout, a dropped connection), which the sinks must ride out.
+//!
+//! After a snapshot and a random workload, the jdbc tables and the endpoint's tables must equal
+//! MariaDB's own join and GROUP BY over the source tables, the endpoint must have seen no breach
+//! of the contract and no label loaded twice, and the client must stop cleanly on SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{create_source_tables, diff, expected_layers, mysql, norm, num, random_workload, root, seed_rows_before, sh, Broker, Pipeline, SmallRng};
+use rsql_connectors::starrocks::endpoint::{Fault, StreamLoadEndpoint, TableSpec};
+
+const LAYERS: [&str; 4] = ["orders", "customers", "dwd_order_customer_valid", "dws_agg_by_region"];
+
+fn endpoint() -> StreamLoadEndpoint {
+    let tables = vec![
+        TableSpec::new("flink_cdc", "orders", &["order_id", "order_revenue", "order_region", "customer_id"], &["order_id"]),
+        TableSpec::new("flink_cdc", "customers", &["customer_id", "customer_age", "customer_name"], &["customer_id"]),
+        TableSpec::new(
+            "flink_cdc",
+            "dwd_order_customer_valid",
+            &["order_id", "order_revenue", "order_region", "customer_id", "customer_age", "customer_name"],
+            &["order_id"],
+        ),
+        TableSpec::new("flink_cdc", "dws_agg_by_region", &["order_region", "order_cnt", "order_total_revenue"], &["order_region"]),
+    ];
+    StreamLoadEndpoint::start("loader", "pa:ss w0rd", tables).expect("start the Stream Load endpoint")
+}
+
+fn serving_tables(out: &str) {
+    let ddl = std::fs::read_to_string(root().join("sql/mysql/serving_tables.sql")).expect("serving_tables.sql").replace("flink_cdc_serving", out);
+    mysql(&format!("DROP DATABASE IF EXISTS {out}; {ddl}"));
+}
+
+/// The four jdbc tables, normalized.
+fn jdbc_layers(out: &str) -> Vec<Vec<Vec<String>>> {
+    vec![
+        norm(&mysql(&format!("SELECT order_id, order_revenue, order_region, customer_id FROM {out}.orders"))),
+        norm(&mysql(&format!("SELECT customer_id, customer_age, customer_name FROM {out}.customers"))),
+        norm(&mysql(&format!(
+            "SELECT order_id, order_revenue, order_region, customer_id, customer_age, customer_name FROM {out}.dwd_order_customer_valid"
+        ))),
+        norm(&mysql(&format!("SELECT order_region, order_cnt, order_total_revenue FROM {out}.dws_agg_by_region"))),
+    ]
+}
+
+/// The four tables of the endpoint, normalized.
+fn starrocks_layers(ep: &StreamLoadEndpoint) -> Vec<Vec<Vec<String>>> {
+    LAYERS
+        .iter()
+        .map(|t| {
+            let mut rows: Vec<Vec<String>> =
+                ep.rows("flink_cdc", t).into_iter().map(|r| r.into_iter().map(|c| num(c.as_deref().unwrap_or("NULL"))).collect()).collect();
+            rows.sort();
+            rows
+        })
+        .collect()
+}
+
+fn report(name: &str, got: &[Vec<Vec<String>>], want: &[Vec<Vec<String>>]) -> String {
+    let mut msg = format!("{name}:\n");
+    for (i, t) in LAYERS.iter().enumerate() {
+        if got[i] != want[i] {
+            msg += &diff(t, &got[i], &want[i]);
+        }
+    }
+    msg
+}
+
+#[test]
+fn double_writing_matches_mariadb() {
+    let started = Instant::now();
+    sh("scripts/mariadb.sh", &["start"], &[]);
+    let broker = Broker::start(19098);
+    let pid = std::process::id();
+    let db = format!("test_serving_{pid}");
+    let out = format!("test_serving_{pid}_out");
+    create_source_tables(&db);
+    serving_tables(&out);
+    let ep = endpoint();
+    ep.push_faults([
+        Fault::Fail("timeout by txn manager".into()),
+        Fault::Http500,
+        Fault::CommitThenDrop,
+        Fault::LabelRunning,
+        Fault::PublishTimeout,
+        Fault::Drop,
+    ]);
+
+    let mut rng = SmallRng(0x5e41_0bad_cafe);
+    let mut next_order = seed_rows_before(&db, &mut rng);
+    let mut job = Pipeline::start(
+        "sql/double_write.sql",
+        &[
+            ("MYSQL_DATABASE", db.clone()),
+            ("KAFKA_BOOTSTRAP", broker.bootstrap.clone()),
+            ("SERVING_DATABASE", out.clone()),
+            ("STARROCKS_LOAD_URL", ep.load_url()),
+            ("STARROCKS_USER", "loader".into()),
+            ("STARROCKS_PASSWORD", "pa:ss w0rd".into()),
+            ("STARROCKS_RETRY_INTERVAL_MS", "50".into()),
+            // One load may meet several of the injected failures in a row.
+            ("STARROCKS_MAX_RETRIES", "10".into()),
+        ],
+    );
+    let ops = std::env::var("RSQL_SERVING_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500u64);
+    random_workload(&db, &mut rng, &mut next_order, ops);
+    let want = expected_layers(&db);
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (mut jdbc, mut sr);
+    loop {
+        jdbc = jdbc_layers(&out);
+        sr = starrocks_layers(&ep);
+        if jdbc == want && sr == want {
+            break;
+        }
+        if let Some(status) = job.exited() {
+            panic!("rsql-client exited early ({status}); endpoint breaches: {:?}", ep.violations());
+        }
+        if Instant::now() > deadline {
+            panic!("the serving tables never matched MariaDB\n{}{}", report("jdbc", &jdbc, &want), report("starrocks", &sr, &want));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let converged = started.elapsed();
+
+    assert_eq!(ep.violations(), Vec::<String>::new(), "breaches of the Stream Load contract");
+    assert_eq!(ep.pending_faults(), 0, "every injected failure was played");
+    let loads = ep.loads();
+    let mut committed = std::collections::HashMap::new();
+    for l in &loads {
+        if matches!(l.status.as_str(), "Success" | "Publish Timeout" | "committed, dropped") {
+            *committed.entry(l.label.clone()).or_insert(0) += 1;
+        }
+    }
+    assert!(committed.values().all(|n| *n == 1), "a label was loaded twice: {committed:?}");
+    assert!(loads.iter().any(|l| l.json) && loads.iter().any(|l| !l.json), "both JSON and CSV loads ran");
+    let (fe, be) = ep.requests();
+
+    // SIGTERM: sources stop, sinks flush, the client exits 0.
+    let status = job.stop().expect("rsql-client stops on SIGTERM");
+    assert!(status.success(), "rsql-client exited with {status}");
+    assert_eq!(jdbc_layers(&out), want);
+    assert_eq!(starrocks_layers(&ep), want);
+    eprintln!(
+        "serving: {ops} changes; {} orders, {} DWD rows, {} regions equal in MariaDB, the jdbc tables and the Stream Load endpoint \
+         ({} loads, {} FE and {} BE requests) after {:.1} s",
+        want[0].len(),
+        want[2].len(),
+        want[3].len(),
+        committed.len(),
+        fe,
+        be,
+        converged.as_secs_f64()
+    );
+    mysql(&format!("DROP DATABASE {db}; DROP DATABASE {out}"));
+}
+
+/// A lookup join (`JOIN ... FOR SYSTEM_TIME AS OF`) of a generated order stream with a jdbc
+/// dimension table in MariaDB: inner (with a filter on the table's columns, pushed down into the
+/// lookup) and left outer, both written back to MariaDB through jdbc sinks.
+#[test]
+fn lookup_join_reads_the_dimension_table() {
+    sh("scripts/mariadb.sh", &["start"], &[]);
+    let db = format!("test_lookup_{}", std::process::id());
+    mysql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db};
+         CREATE TABLE {db}.customers (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, tier INT NOT NULL);
+         INSERT INTO {db}.customers VALUES (1, 'ann', 1), (2, 'bob', 2), (3, 'cy', 1);
+         CREATE TABLE {db}.out_inner (oid INT PRIMARY KEY, cid INT, name VARCHAR(20));
+         CREATE TABLE {db}.out_left (oid INT PRIMARY KEY, cid INT, name VARCHAR(20));"
+    ));
+    let jdbc = |table: &str, extra: &str| {
+        format!(
+            "'connector' = 'jdbc', 'url' = 'jdbc:mysql://127.0.0.1:13306/{db}', 'table-name' = '{table}', \
+             'username' = 'rsql', 'password' = 'rsql'{extra}"
+        )
+    };
+    let script = format!(
+        "CREATE TABLE orders (oid INT, cid INT, proc_time AS PROCTIME()) WITH (
+           'connector' = 'datagen', 'rows-per-second' = '100',
+           'fields.oid.kind' = 'sequence', 'fields.oid.start' = '1', 'fields.oid.end' = '6',
+           'fields.cid.kind' = 'sequence', 'fields.cid.start' = '0', 'fields.cid.end' = '5');
+         CREATE TABLE customers (id INT, name STRING, tier INT, PRIMARY KEY (id) NOT ENFORCED) WITH ({});
+         CREATE TABLE out_inner (oid INT, cid INT, name STRING, PRIMARY KEY (oid) NOT ENFORCED) WITH ({});
+         CREATE TABLE out_left (oid INT, cid INT, name STRING, PRIMARY KEY (oid) NOT ENFORCED) WITH ({});
+         EXPLAIN STATEMENT SET BEGIN
+         INSERT INTO out_inner SELECT o.oid, o.cid, c.name FROM orders AS o
+           JOIN customers FOR SYSTEM_TIME AS OF o.proc_time AS c ON o.cid = c.id WHERE c.tier = 1;
+         END;
+         BEGIN STATEMENT SET;
+         INSERT INTO out_inner SELECT o.oid, o.cid, c.name FROM orders AS o
+           JOIN customers FOR SYSTEM_TIME AS OF o.proc_time AS c ON o.cid = c.id WHERE c.tier = 1;
+         INSERT INTO out_left SELECT o.oid, o.cid, c.name FROM orders AS o
+           LEFT JOIN customers FOR SYSTEM_TIME AS OF o.proc_time AS c ON o.cid = c.id;
+         END;",
+        jdbc("customers", ", 'lookup.cache.max-rows' = '100', 'lookup.cache.ttl' = '10s', 'lookup.max-retries' = '1'"),
+        jdbc("out_inner", ""),
+        jdbc("out_left", "")
+    );
+    let file = std::env::temp_dir().join(format!("rsql-lookup-{}.sql", std::process::id()));
+    std::fs::write(&file, script).expect("write the script");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rsql-client"))
+        .current_dir(root())
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .expect("run rsql-client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "rsql-client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("LookupJoin(table=[default_catalog.default_database.customers], joinType=[InnerJoin], lookup=[id=o.cid], tableFilter=["),
+        "{stdout}"
+    );
+    assert_eq!(norm(&mysql(&format!("SELECT oid, cid, name FROM {db}.out_inner"))), norm("h\n2\t1\tann\n4\t3\tcy\n"));
+    assert_eq!(
+        norm(&mysql(&format!("SELECT oid, cid, IFNULL(name, 'NULL') FROM {db}.out_left"))),
+        norm("h\n1\t0\tNULL\n2\t1\tann\n3\t2\tbob\n4\t3\tcy\n5\t4\tNULL\n6\t5\tNULL\n")
+    );
+    let _ = std::fs::remove_file(&file);
+    mysql(&format!("DROP DATABASE {db}"));
+}
