@@ -427,17 +427,19 @@ impl Client {
             return Ok(());
         }
         self.job_counter += 1;
-        let pipeline = match (self.session.config.get("pipeline.name"), &self.script) {
+        let pipeline = self.session.config.get("pipeline.name").cloned().unwrap_or_else(|| name.to_string());
+        // Checkpoints belong to 'pipeline.name', else to the script and the job's place in it.
+        let ckpt_job = match (self.session.config.get("pipeline.name"), &self.script) {
             (Some(p), _) => p.clone(),
             (None, Some(script)) => format!("{script}-{}", self.job_counter),
             (None, None) => name.to_string(),
         };
         let mut opts = self.job_options();
-        opts.checkpoint = self.checkpoint_options(&pipeline)?;
+        opts.checkpoint = self.checkpoint_options(&ckpt_job)?;
         if let Some(cp) = &opts.checkpoint {
             match &cp.restore {
-                Some((from, saved)) => println!("[INFO] Resuming job '{pipeline}' from checkpoint {} ({from}).", saved.id),
-                None => println!("[INFO] Job '{pipeline}' checkpoints every {:?} to {}.", cp.interval, cp.store.describe()),
+                Some((from, saved)) => println!("[INFO] Resuming job '{ckpt_job}' from checkpoint {} ({from}).", saved.id),
+                None => println!("[INFO] Job '{ckpt_job}' checkpoints every {:?} to {}.", cp.interval, cp.store.describe()),
             }
         }
         let strategy = RestartStrategy::from_config(&self.session.config, opts.checkpoint.is_some())?;
