@@ -16,34 +16,31 @@
 //! - a global aggregate over an empty input has no row in a stream (its row is retracted when
 //!   the last input row goes) but one row in batch SQL: that row is dropped from the expectation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rsql_common::arrow::array::{ArrayRef, Int32Array, StringArray, TimestampMicrosecondArray};
+use rsql_common::arrow::array::{ArrayRef, Int32Array, TimestampMicrosecondArray};
 use rsql_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::catalog::TableDef;
 use rsql_common::options::{OptionKind, OptionSchema, OptionSpec};
 use rsql_common::{ChangeBatch, Location, Result, RowKind};
 use rsql_planner::Session;
+
+mod common;
+use common::{changelog_batches, feeds, format_rows, lr_batch, random_changelog, Change};
 use rsql_runtime::graph::SinkFactoryFn;
 use rsql_runtime::{
     start_job, ChangelogMode, ConnectorFactory, ConnectorRegistry, JobOptions, ProducedColumn, Sink, Source, SourceContext,
     SourceInfo,
 };
 
-type Feeds = Mutex<HashMap<String, Vec<ChangeBatch>>>;
-
-fn feeds() -> &'static Feeds {
-    static F: OnceLock<Feeds> = OnceLock::new();
-    F.get_or_init(|| Mutex::new(HashMap::new()))
-}
 
 /// A test source replaying a registered feed: a changelog, or inserts only with 'mode' = 'append'.
 struct ChangelogFactory;
@@ -99,9 +96,6 @@ impl Sink for Collect {
     }
 }
 
-/// One change of tables `l` / `r` (k, a, s, b), keyed by k.
-type Change = (RowKind, i32, i32, String, i32);
-
 /// One row of the insert-only table `e`: arrival number, key, value, event time in µs.
 #[derive(Clone, Debug)]
 struct Event {
@@ -119,33 +113,6 @@ struct Inputs {
     e: Vec<Event>,
 }
 
-fn random_changelog(rng: &mut SmallRng, keys: i32, ops: usize, strings: &[&str]) -> Vec<Change> {
-    let mut rows: HashMap<i32, (i32, String, i32)> = HashMap::new();
-    let mut log = Vec::new();
-    for _ in 0..ops {
-        let k = rng.random_range(0..keys);
-        let a = rng.random_range(-2..6);
-        let s = strings[rng.random_range(0..strings.len())].to_string();
-        let b = rng.random_range(0..100);
-        match rows.get(&k).cloned() {
-            None => {
-                rows.insert(k, (a, s.clone(), b));
-                log.push((RowKind::Insert, k, a, s, b));
-            }
-            Some(old) => {
-                if rng.random_bool(0.3) {
-                    rows.remove(&k);
-                    log.push((RowKind::Delete, k, old.0, old.1, old.2));
-                } else {
-                    log.push((RowKind::UpdateBefore, k, old.0, old.1.clone(), old.2));
-                    rows.insert(k, (a, s.clone(), b));
-                    log.push((RowKind::UpdateAfter, k, a, s, b));
-                }
-            }
-        }
-    }
-    log
-}
 
 fn random_events(rng: &mut SmallRng, n: usize) -> Vec<Event> {
     (0..n)
@@ -172,14 +139,6 @@ fn final_rows(log: &[Change]) -> BTreeMap<i32, (i32, String, i32)> {
     rows
 }
 
-fn lr_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int32, false),
-        Field::new("a", DataType::Int32, false),
-        Field::new("s", DataType::Utf8, false),
-        Field::new("b", DataType::Int32, false),
-    ]))
-}
 
 fn e_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -190,15 +149,6 @@ fn e_schema() -> SchemaRef {
     ]))
 }
 
-fn lr_batch(rows: &[Change]) -> RecordBatch {
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(Int32Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-        Arc::new(Int32Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>())),
-        Arc::new(Int32Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
-    ];
-    RecordBatch::try_new(lr_schema(), cols).unwrap()
-}
 
 fn e_batch(rows: &[Event]) -> RecordBatch {
     let cols: Vec<ArrayRef> = vec![
@@ -210,21 +160,6 @@ fn e_batch(rows: &[Event]) -> RecordBatch {
     RecordBatch::try_new(e_schema(), cols).unwrap()
 }
 
-/// Splits a changelog into batches of 1-8 rows, keeping each update pair in one batch.
-fn changelog_batches(rows: &[Change], rng: &mut SmallRng) -> Vec<ChangeBatch> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < rows.len() {
-        let mut n = rng.random_range(1..=8).min(rows.len() - i);
-        if rows[i + n - 1].0 == RowKind::UpdateBefore && i + n < rows.len() {
-            n += 1;
-        }
-        let chunk = &rows[i..i + n];
-        out.push(ChangeBatch::new(lr_batch(chunk), chunk.iter().map(|r| r.0).collect()));
-        i += n;
-    }
-    out
-}
 
 fn event_batches(rows: &[Event], rng: &mut SmallRng) -> Vec<ChangeBatch> {
     rows.chunks(rng.random_range(1..=8)).map(|c| ChangeBatch::inserts(e_batch(c))).collect()
@@ -331,12 +266,6 @@ fn run_batch(sql: &str, inputs: &Inputs) -> std::result::Result<Vec<String>, Str
     Ok(rows)
 }
 
-fn format_rows(b: &RecordBatch) -> Vec<String> {
-    use rsql_common::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let opts = FormatOptions::default().with_null("NULL");
-    let fmts: Vec<_> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
-    (0..b.num_rows()).map(|i| fmts.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("|")).collect()
-}
 
 /// A query shape: the SQL rsql runs, the SQL DataFusion runs when it must differ, and whether it
 /// is a global aggregate over `l` (no row when `l` ends empty).

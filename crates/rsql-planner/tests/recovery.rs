@@ -11,25 +11,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rsql_common::arrow::array::{ArrayRef, Int32Array, StringArray};
-use rsql_common::arrow::datatypes::{DataType, Field, Schema};
-use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::catalog::TableDef;
 use rsql_common::options::{OptionKind, OptionSchema, OptionSpec};
 use rsql_common::{ChangeBatch, Location, Result, RowKind, RsqlError};
 use rsql_planner::Session;
+
+mod common;
+use common::{changelog_batches, feeds, format_rows, random_changelog};
 use rsql_runtime::checkpoint::{CheckpointStore, LocalDirStore};
 use rsql_runtime::{
     start_job, ChangelogMode, CheckpointOptions, ConnectorFactory, ConnectorRegistry, JobGraph, JobOptions, ProducedColumn,
     Sink, Source, SourceContext, SourceInfo,
 };
 
-type Feeds = Mutex<HashMap<String, Vec<ChangeBatch>>>;
-
-fn feeds() -> &'static Feeds {
-    static F: OnceLock<Feeds> = OnceLock::new();
-    F.get_or_init(|| Mutex::new(HashMap::new()))
-}
 
 type Outs = Mutex<HashMap<String, Arc<Mutex<BTreeMap<String, String>>>>>;
 
@@ -121,68 +115,8 @@ impl ConnectorFactory for TestFactory {
     }
 }
 
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int32, false),
-        Field::new("a", DataType::Int32, false),
-        Field::new("s", DataType::Utf8, false),
-        Field::new("b", DataType::Int32, false),
-    ]))
-}
 
-/// A random changelog over `keys` keys, in batches of 1-6 rows (update pairs kept together).
-fn random_feed(rng: &mut SmallRng, keys: i32, ops: usize) -> Vec<ChangeBatch> {
-    let strings = ["beijing", "shanghai", "hangzhou", "shenzhen"];
-    let mut rows: HashMap<i32, (i32, String, i32)> = HashMap::new();
-    let mut log: Vec<(RowKind, i32, i32, String, i32)> = Vec::new();
-    for _ in 0..ops {
-        let k = rng.random_range(0..keys);
-        let a = rng.random_range(0..keys);
-        let s = strings[rng.random_range(0..strings.len())].to_string();
-        let b = rng.random_range(0..100);
-        match rows.get(&k).cloned() {
-            None => {
-                rows.insert(k, (a, s.clone(), b));
-                log.push((RowKind::Insert, k, a, s, b));
-            }
-            Some(old) if rng.random_bool(0.25) => {
-                rows.remove(&k);
-                log.push((RowKind::Delete, k, old.0, old.1, old.2));
-            }
-            Some(old) => {
-                log.push((RowKind::UpdateBefore, k, old.0, old.1, old.2));
-                rows.insert(k, (a, s.clone(), b));
-                log.push((RowKind::UpdateAfter, k, a, s, b));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < log.len() {
-        let mut n = rng.random_range(1..=6).min(log.len() - i);
-        if log[i + n - 1].0 == RowKind::UpdateBefore && i + n < log.len() {
-            n += 1;
-        }
-        let chunk = &log[i..i + n];
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(Int32Array::from(chunk.iter().map(|r| r.1).collect::<Vec<_>>())),
-            Arc::new(Int32Array::from(chunk.iter().map(|r| r.2).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(chunk.iter().map(|r| r.3.clone()).collect::<Vec<_>>())),
-            Arc::new(Int32Array::from(chunk.iter().map(|r| r.4).collect::<Vec<_>>())),
-        ];
-        let data = RecordBatch::try_new(schema(), cols).unwrap();
-        out.push(ChangeBatch::new(data, chunk.iter().map(|r| r.0).collect()));
-        i += n;
-    }
-    out
-}
 
-fn format_rows(b: &RecordBatch) -> Vec<String> {
-    use rsql_common::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let opts = FormatOptions::default().with_null("NULL");
-    let fmts: Vec<_> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
-    (0..b.num_rows()).map(|i| fmts.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("|")).collect()
-}
 
 /// Jobs: (sink DDL columns with primary key, INSERT's SELECT).
 const JOBS: &[(&str, &str)] = &[
@@ -242,8 +176,10 @@ fn killed_and_restarted_jobs_end_like_uninterrupted_ones() {
             let (lf, rf) = (format!("l{seed}-{job}"), format!("r{seed}-{job}"));
             {
                 let mut f = feeds().lock().unwrap();
-                f.insert(lf.clone(), random_feed(&mut rng, 12, 400));
-                f.insert(rf.clone(), random_feed(&mut rng, 12, 400));
+                let strings = ["beijing", "shanghai", "hangzhou", "shenzhen"];
+                let (l, r) = (random_changelog(&mut rng, 12, 400, &strings), random_changelog(&mut rng, 12, 400, &strings));
+                f.insert(lf.clone(), changelog_batches(&l, &mut rng));
+                f.insert(rf.clone(), changelog_batches(&r, &mut rng));
             }
             // Uninterrupted.
             let expected_out = format!("x{seed}-{job}");
