@@ -6,19 +6,19 @@
 //! the kill to the topics matching MariaDB is measured. Every topic must end equal to what
 //! MariaDB computes over its own tables: no key lost, no value wrong.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{diff, expected_layers_with, normalized, parse_layers, random_transaction, root, Layers, SmallRng, REGIONS};
+
 const MYSQL_PORT: u16 = 13326;
 const KAFKA_PORT: u16 = 19097;
 const DB: &str = "flink_cdc";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
-}
 
 fn work_dir() -> PathBuf {
     std::env::temp_dir().join(format!("rsql-recovery-e2e-{}", std::process::id()))
@@ -44,7 +44,7 @@ fn try_sh(script: &str, args: &[&str]) -> Result<String, String> {
 }
 
 fn sh(script: &str, args: &[&str]) -> String {
-    try_sh(script, args).unwrap_or_else(|e| panic!("{e}"))
+    common::sh(script, args, &env())
 }
 
 fn mysql(sql: &str) -> String {
@@ -120,8 +120,6 @@ fn wait_until(what: &str, secs: u64, pred: impl Fn() -> bool) {
     }
 }
 
-type Layers = Vec<Vec<Vec<String>>>;
-
 /// Reads the four layers with rsql's own bounded SELECTs; numbers normalized, rows sorted.
 fn layers() -> Option<Layers> {
     let out = Command::new(env!("CARGO_BIN_EXE_rsql-client"))
@@ -132,107 +130,20 @@ fn layers() -> Option<Layers> {
     if !out.status.success() {
         return None;
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut tables: Layers = Vec::new();
-    let mut cur: Option<Vec<Vec<String>>> = None;
-    let mut seps = 0;
-    for line in text.lines() {
-        if line.starts_with("+-") {
-            seps += 1;
-            if cur.is_none() {
-                cur = Some(Vec::new());
-                seps = 1;
-            }
-        } else if line.starts_with('|') {
-            if seps >= 2 {
-                let cells: Vec<String> = line.trim_matches('|').split('|').map(num).collect();
-                cur.get_or_insert_with(Vec::new).push(cells);
-            }
-        } else if line.ends_with("in set") {
-            let mut t = cur.take().unwrap_or_default();
-            t.sort();
-            tables.push(t);
-        }
-    }
+    let tables = normalized(&parse_layers(&String::from_utf8_lossy(&out.stdout)));
     (tables.len() == 4).then_some(tables)
-}
-
-/// What MariaDB computes over its own tables: the same four layers.
-fn expected() -> Layers {
-    let q_dwd = format!(
-        "SELECT o.order_id, o.order_revenue, o.order_region, c.customer_id, c.customer_age, c.customer_name FROM {DB}.customers c JOIN {DB}.orders o ON c.customer_id = o.customer_id WHERE c.customer_id <> -1"
-    );
-    let q_dws = format!("SELECT order_region, COUNT(*), SUM(order_revenue) FROM ({q_dwd}) t GROUP BY order_region");
-    let norm = |t: String| -> Vec<Vec<String>> {
-        let mut v: Vec<Vec<String>> =
-            t.lines().skip(1).filter(|l| !l.trim().is_empty()).map(|l| l.split('\t').map(num).collect()).collect();
-        v.sort();
-        v
-    };
-    vec![
-        norm(mysql(&format!("SELECT order_id, order_revenue, order_region, customer_id FROM {DB}.orders"))),
-        norm(mysql(&format!("SELECT customer_id, customer_age, customer_name FROM {DB}.customers"))),
-        norm(mysql(&q_dwd)),
-        norm(mysql(&q_dws)),
-    ]
 }
 
 fn describe_diff(got: &Layers, want: &Layers) -> String {
     let names = ["ods_order", "ods_customers", "dwd", "dws"];
-    let mut msg = String::new();
-    for i in 0..4 {
-        let missing: Vec<_> = want[i].iter().filter(|r| !got[i].contains(r)).take(5).collect();
-        let extra: Vec<_> = got[i].iter().filter(|r| !want[i].contains(r)).take(5).collect();
-        msg += &format!("{}: {} rows, want {}; missing {missing:?}; extra {extra:?}\n", names[i], got[i].len(), want[i].len());
-    }
-    msg
+    (0..4).map(|i| diff(names[i], &got[i], &want[i])).collect()
 }
 
-/// Numbers compare by value (MariaDB prints 10, rsql 10.0).
-fn num(c: &str) -> String {
-    let c = c.trim();
-    match c.parse::<f64>() {
-        Ok(v) => format!("{v:.3}"),
-        Err(_) => c.to_string(),
-    }
-}
-
-struct SmallRng(u64);
-
-impl SmallRng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// Random transactions of 1-4 statements until `stop`; errors (a server restarting) are skipped.
+/// Random transactions (customers -1 to 38) until `stop`; errors (a server restarting) are skipped.
 fn writer(stop: Arc<AtomicBool>, count: Arc<AtomicU64>, mut next_order: u64) {
     let mut rng = SmallRng(0x7e57_c0de_1234);
-    let regions = ["beijing", "shanghai", "hangzhou", "shenzhen"];
     while !stop.load(Ordering::Relaxed) {
-        let n = rng.below(4) + 1;
-        let mut tx = String::from("START TRANSACTION;");
-        for _ in 0..n {
-            let stmt = match rng.below(7) {
-                0 | 1 => {
-                    next_order += 1;
-                    format!("INSERT INTO {DB}.orders VALUES ({next_order}, {}, '{}', {});", rng.below(100) + 1, regions[rng.below(4) as usize], rng.below(40) as i64 - 1)
-                }
-                2 => format!("UPDATE {DB}.orders SET order_region = '{}' WHERE order_id = {};", regions[rng.below(4) as usize], rng.below(next_order + 1)),
-                3 => format!("UPDATE {DB}.orders SET order_revenue = order_revenue + 1 WHERE order_id = {};", rng.below(next_order + 1)),
-                4 => format!("DELETE FROM {DB}.orders WHERE order_id = {};", rng.below(next_order + 1)),
-                5 => {
-                    let c = rng.below(40) as i64 - 1;
-                    format!("REPLACE INTO {DB}.customers VALUES ({c}, {}, 'c{c}x');", 20 + rng.below(50))
-                }
-                _ => format!("DELETE FROM {DB}.customers WHERE customer_id = {};", rng.below(40) as i64 - 1),
-            };
-            tx.push_str(&stmt);
-        }
-        tx.push_str("COMMIT;");
+        let (tx, n) = random_transaction(DB, &mut rng, &mut next_order, 40);
         if try_sh("scripts/mariadb.sh", &["sql", &tx]).is_ok() {
             count.fetch_add(n, Ordering::Relaxed);
         } else {
@@ -266,13 +177,12 @@ fn kills_and_outages_lose_nothing() {
     // Rows before the job: the snapshot phase has some work to do.
     let orders: u64 = std::env::var("RSQL_RECOVERY_ORDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
     let mut rng = SmallRng(0x5eed_0bad_f00d);
-    let regions = ["beijing", "shanghai", "hangzhou", "shenzhen"];
     let customers: Vec<String> = (0..40).map(|c| format!("({c}, {}, 'c{c}')", 20 + c)).collect();
     mysql(&format!("INSERT INTO {DB}.customers VALUES {};", customers.join(",")));
     for chunk in (1..=orders).collect::<Vec<_>>().chunks(2000) {
         let rows: Vec<String> = chunk
             .iter()
-            .map(|o| format!("({o}, {}, '{}', {})", rng.below(100) + 1, regions[rng.below(4) as usize], rng.below(40) as i64 - 1))
+            .map(|o| format!("({o}, {}, '{}', {})", rng.below(100) + 1, REGIONS[rng.below(4) as usize], rng.below(40) as i64 - 1))
             .collect();
         mysql(&format!("INSERT INTO {DB}.orders VALUES {};", rows.join(",")));
     }
@@ -318,7 +228,7 @@ fn kills_and_outages_lose_nothing() {
     // 5. The writer stops; one more SIGKILL; time from the kill until the topics match MariaDB.
     stop.store(true, Ordering::Relaxed);
     w.join().expect("writer");
-    let want = expected();
+    let want = expected_layers_with(DB, mysql);
     std::thread::sleep(Duration::from_millis(500));
     let killed = Instant::now();
     p.kill9();

@@ -10,13 +10,14 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{create_source_tables, expected_layers, mysql, num, random_workload, root, seed_rows_before, sh, Broker, Pipeline, SmallRng};
+use common::{
+    create_source_tables, expected_layers, mysql, normalized, parse_layers, random_workload, root, seed_rows_before, sh, Broker, Layers, Pipeline,
+    SmallRng,
+};
 
 fn demo(db: &str, bootstrap: &str) -> Pipeline {
     Pipeline::start("sql/demo.sql", &[("MYSQL_DATABASE", db.to_string()), ("KAFKA_BOOTSTRAP", bootstrap.to_string())])
 }
-
-type Layers = Vec<Vec<Vec<String>>>;
 
 /// Reads the four layers (ODS orders, ODS customers, DWD, DWS) as sorted rows of cells.
 fn layers(bootstrap: &str) -> Layers {
@@ -27,28 +28,7 @@ fn layers(bootstrap: &str) -> Layers {
         .expect("run show_layers");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "show_layers failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let mut tables: Layers = Vec::new();
-    let mut cur: Option<Vec<Vec<String>>> = None;
-    let mut seps = 0;
-    for line in text.lines() {
-        if line.starts_with("+-") {
-            seps += 1;
-            if cur.is_none() {
-                cur = Some(Vec::new());
-                seps = 1;
-            }
-        } else if line.starts_with('|') {
-            if seps >= 2 {
-                let cells: Vec<String> = line.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect();
-                cur.get_or_insert_with(Vec::new).push(cells);
-            }
-        } else if line.ends_with("in set") {
-            let mut t = cur.take().unwrap_or_default();
-            t.sort();
-            tables.push(t);
-        }
-    }
-    tables
+    parse_layers(&text)
 }
 
 fn rows(v: &[&[&str]]) -> Vec<Vec<String>> {
@@ -131,18 +111,9 @@ fn oracle_random_workload() {
     random_workload(&db, &mut rng, &mut next_order, ops);
     let expected = expected_layers(&db);
     let (expect_orders, expect_customers, expect_dwd, expect_dws) = (&expected[0], &expected[1], &expected[2], &expected[3]);
-    let normalize_layers = |l: &Layers| -> Layers {
-        l.iter()
-            .map(|t| {
-                let mut v: Vec<Vec<String>> = t.iter().map(|r| r.iter().map(|c| num(c)).collect()).collect();
-                v.sort();
-                v
-            })
-            .collect()
-    };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let l = normalize_layers(&layers(&broker.bootstrap));
+        let l = normalized(&layers(&broker.bootstrap));
         let ok = l.len() == 4 && &l[0] == expect_orders && &l[1] == expect_customers && &l[2] == expect_dwd && &l[3] == expect_dws;
         if ok {
             break;

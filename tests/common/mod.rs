@@ -158,55 +158,107 @@ pub fn seed_rows_before(db: &str, rng: &mut SmallRng) -> u64 {
     50
 }
 
-/// `ops` random changes in transactions of 1 to 4 statements: new orders, orders moved between
-/// regions, revenue changes, deleted orders, customers replaced and deleted (customer -1 is the
-/// one the DWD filter drops).
+/// One random transaction of 1 to 4 statements over `db`: new orders, orders moved between
+/// regions, revenue changes, deleted orders, customers replaced and deleted, with customer ids
+/// from -1 (the one the DWD filter drops) to `customers - 2`. Returns the SQL and its statement
+/// count.
+pub fn random_transaction(db: &str, rng: &mut SmallRng, next_order: &mut u64, customers: u64) -> (String, u64) {
+    let n = rng.below(4) + 1;
+    let mut tx = String::from("START TRANSACTION;");
+    for _ in 0..n {
+        let stmt = match rng.below(7) {
+            0 | 1 => {
+                *next_order += 1;
+                format!(
+                    "INSERT INTO {db}.orders VALUES ({}, {}, '{}', {});",
+                    *next_order,
+                    rng.below(100) + 1,
+                    REGIONS[rng.below(4) as usize],
+                    rng.below(customers) as i64 - 1
+                )
+            }
+            2 => format!("UPDATE {db}.orders SET order_region = '{}' WHERE order_id = {};", REGIONS[rng.below(4) as usize], rng.below(*next_order + 1)),
+            3 => format!("UPDATE {db}.orders SET order_revenue = order_revenue + 1 WHERE order_id = {};", rng.below(*next_order + 1)),
+            4 => format!("DELETE FROM {db}.orders WHERE order_id = {};", rng.below(*next_order + 1)),
+            5 => {
+                let c = rng.below(customers) as i64 - 1;
+                format!("REPLACE INTO {db}.customers VALUES ({c}, {}, 'c{c}x');", 20 + rng.below(50))
+            }
+            _ => format!("DELETE FROM {db}.customers WHERE customer_id = {};", rng.below(customers) as i64 - 1),
+        };
+        tx.push_str(&stmt);
+    }
+    tx.push_str("COMMIT;");
+    (tx, n)
+}
+
+/// `ops` random changes (see [`random_transaction`]) over customers -1 to 10.
 pub fn random_workload(db: &str, rng: &mut SmallRng, next_order: &mut u64, ops: u64) {
     let mut done = 0;
     while done < ops {
-        let n = rng.below(4) + 1;
-        let mut tx = String::from("START TRANSACTION;");
-        for _ in 0..n {
-            let stmt = match rng.below(7) {
-                0 | 1 => {
-                    *next_order += 1;
-                    format!(
-                        "INSERT INTO {db}.orders VALUES ({}, {}, '{}', {});",
-                        *next_order,
-                        rng.below(100) + 1,
-                        REGIONS[rng.below(4) as usize],
-                        rng.below(12) as i64 - 1
-                    )
-                }
-                2 => format!("UPDATE {db}.orders SET order_region = '{}' WHERE order_id = {};", REGIONS[rng.below(4) as usize], rng.below(*next_order + 1)),
-                3 => format!("UPDATE {db}.orders SET order_revenue = order_revenue + 1 WHERE order_id = {};", rng.below(*next_order + 1)),
-                4 => format!("DELETE FROM {db}.orders WHERE order_id = {};", rng.below(*next_order + 1)),
-                5 => {
-                    let c = rng.below(12) as i64 - 1;
-                    format!("REPLACE INTO {db}.customers VALUES ({c}, {}, 'c{c}x');", 20 + rng.below(50))
-                }
-                _ => format!("DELETE FROM {db}.customers WHERE customer_id = {};", rng.below(12) as i64 - 1),
-            };
-            tx.push_str(&stmt);
-            done += 1;
-        }
-        tx.push_str("COMMIT;");
+        let (tx, n) = random_transaction(db, rng, next_order, 12);
         mysql(&tx);
+        done += n;
     }
+}
+
+/// The seed's four layers (ODS orders, ODS customers, DWD, DWS), each as sorted rows of cells.
+pub type Layers = Vec<Vec<Vec<String>>>;
+
+/// The tables sql/show_layers.sql prints, cells trimmed, rows sorted.
+pub fn parse_layers(text: &str) -> Layers {
+    let mut tables: Layers = Vec::new();
+    let mut cur: Option<Vec<Vec<String>>> = None;
+    let mut seps = 0;
+    for line in text.lines() {
+        if line.starts_with("+-") {
+            seps += 1;
+            if cur.is_none() {
+                cur = Some(Vec::new());
+                seps = 1;
+            }
+        } else if line.starts_with('|') {
+            if seps >= 2 {
+                let cells: Vec<String> = line.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect();
+                cur.get_or_insert_with(Vec::new).push(cells);
+            }
+        } else if line.ends_with("in set") {
+            let mut t = cur.take().unwrap_or_default();
+            t.sort();
+            tables.push(t);
+        }
+    }
+    tables
+}
+
+/// Layers with numbers compared by value ([`num`]), rows sorted again.
+pub fn normalized(l: &Layers) -> Layers {
+    l.iter()
+        .map(|t| {
+            let mut v: Vec<Vec<String>> = t.iter().map(|r| r.iter().map(|c| num(c)).collect()).collect();
+            v.sort();
+            v
+        })
+        .collect()
 }
 
 /// MariaDB's own answer for the four layers over the source tables in `db`: ODS orders, ODS
 /// customers, the DWD join and the DWS aggregate, normalized and sorted.
-pub fn expected_layers(db: &str) -> Vec<Vec<Vec<String>>> {
+pub fn expected_layers(db: &str) -> Layers {
+    expected_layers_with(db, mysql)
+}
+
+/// [`expected_layers`] through `sql`, a function running SQL on the MariaDB to ask.
+pub fn expected_layers_with(db: &str, sql: impl Fn(&str) -> String) -> Layers {
     let q_dwd = format!(
         "SELECT o.order_id, o.order_revenue, o.order_region, c.customer_id, c.customer_age, c.customer_name FROM {db}.customers c JOIN {db}.orders o ON c.customer_id = o.customer_id WHERE c.customer_id <> -1"
     );
     let q_dws = format!("SELECT order_region, COUNT(*), SUM(order_revenue) FROM ({q_dwd}) t GROUP BY order_region");
     vec![
-        norm(&mysql(&format!("SELECT order_id, order_revenue, order_region, customer_id FROM {db}.orders"))),
-        norm(&mysql(&format!("SELECT customer_id, customer_age, customer_name FROM {db}.customers"))),
-        norm(&mysql(&q_dwd)),
-        norm(&mysql(&q_dws)),
+        norm(&sql(&format!("SELECT order_id, order_revenue, order_region, customer_id FROM {db}.orders"))),
+        norm(&sql(&format!("SELECT customer_id, customer_age, customer_name FROM {db}.customers"))),
+        norm(&sql(&q_dwd)),
+        norm(&sql(&q_dws)),
     ]
 }
 
