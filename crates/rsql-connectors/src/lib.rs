@@ -1,6 +1,7 @@
 //! Built-in connectors and the formats they share. Each connector module exposes
 //! `register(&mut ConnectorRegistry)`; `register_builtin` registers them all.
 
+mod background;
 pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;

@@ -111,7 +111,8 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes of a URL part; a `%` not followed by two hex digits stays as it is.
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

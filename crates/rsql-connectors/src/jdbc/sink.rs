@@ -17,8 +17,9 @@
 //! MySQL refuses (too long, out of range, NULL into NOT NULL, ...) stops the job with the table,
 //! the column and the row.
 
+use crate::background::ErrorSlot;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -464,24 +465,7 @@ pub struct JdbcSink {
     shared: Arc<Mutex<Writer>>,
     flusher: Option<tokio::task::JoinHandle<()>>,
     /// A failure of the start-up check or of the interval flusher, reported by the next call.
-    background_error: Arc<StdMutex<Option<RsqlError>>>,
-}
-
-fn take_error(slot: &StdMutex<Option<RsqlError>>) -> Option<RsqlError> {
-    match slot.lock() {
-        Ok(mut g) => g.take(),
-        Err(p) => p.into_inner().take(),
-    }
-}
-
-fn put_error(slot: &StdMutex<Option<RsqlError>>, e: RsqlError) {
-    let mut g = match slot.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    if g.is_none() {
-        *g = Some(e);
-    }
+    background_error: ErrorSlot,
 }
 
 impl JdbcSink {
@@ -490,7 +474,7 @@ impl JdbcSink {
     pub fn new(cfg: JdbcConfig) -> JdbcSink {
         let cfg = Arc::new(cfg);
         let shared = Arc::new(Mutex::new(Writer::new(cfg.clone())));
-        let background_error = Arc::new(StdMutex::new(None));
+        let background_error = ErrorSlot::default();
         if let (Ok(handle), Ok(mut guard)) = (tokio::runtime::Handle::try_current(), shared.clone().try_lock_owned()) {
             let slot = background_error.clone();
             handle.spawn(async move {
@@ -498,7 +482,7 @@ impl JdbcSink {
                     Ok(()) => {}
                     Err(Failure::Fatal(e)) => {
                         tracing::error!("{e}");
-                        put_error(&slot, e);
+                        slot.put(e);
                     }
                     // The first write retries with backoff.
                     Err(Failure::Transient(m)) => tracing::warn!(table = %guard.cfg.flink_table, "jdbc sink: {m}"),
@@ -528,7 +512,7 @@ impl JdbcSink {
                 if w.buffer.since.is_some_and(|s| s.elapsed() >= interval) {
                     if let Err(e) = w.flush_buffer().await {
                         tracing::error!("{e}");
-                        put_error(&slot, e);
+                        slot.put(e);
                         return;
                     }
                 }
@@ -537,10 +521,7 @@ impl JdbcSink {
     }
 
     fn check_background(&self) -> Result<()> {
-        match take_error(&self.background_error) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.background_error.check()
     }
 }
 

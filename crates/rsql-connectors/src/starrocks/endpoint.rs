@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::parse_delimiter;
+use crate::jdbc::percent_decode;
 use crate::formats::text::base64_encode;
 
 /// A table the endpoint accepts loads for.
@@ -357,26 +358,9 @@ fn load_path(path: &str) -> Option<(String, String)> {
     let rest = path.strip_prefix("/api/")?;
     let mut parts = rest.split('/');
     let (db, table, tail) = (parts.next()?, parts.next()?, parts.next()?);
-    (tail == "_stream_load" && parts.next().is_none()).then(|| (decode(db), decode(table)))
+    (tail == "_stream_load" && parts.next().is_none()).then(|| (percent_decode(db), percent_decode(table)))
 }
 
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 fn hash(b: &[u8]) -> u64 {
     // FNV-1a: enough to tell two bodies apart.

@@ -16,7 +16,8 @@
 //! `__op` = 1 (delete), and -U is dropped (`sink.ignore.update-before` = true, the default) or
 //! loaded as a delete. A table without a primary key takes only inserts.
 
-use std::sync::{Arc, Mutex as StdMutex};
+use crate::background::ErrorSlot;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -101,7 +102,7 @@ pub struct StarRocksSink {
     cfg: Arc<StarRocksConfig>,
     shared: Arc<Mutex<Loader>>,
     flusher: Option<tokio::task::JoinHandle<()>>,
-    background_error: Arc<StdMutex<Option<RsqlError>>>,
+    background_error: ErrorSlot,
 }
 
 /// `rsql_{table}` with characters a label cannot hold replaced.
@@ -129,7 +130,7 @@ impl StarRocksSink {
             loaded_rows: 0,
             loads: 0,
         };
-        Ok(StarRocksSink { cfg, shared: Arc::new(Mutex::new(loader)), flusher: None, background_error: Arc::new(StdMutex::new(None)) })
+        Ok(StarRocksSink { cfg, shared: Arc::new(Mutex::new(loader)), flusher: None, background_error: ErrorSlot::default() })
     }
 
     /// (loads done, rows loaded) so far.
@@ -153,11 +154,7 @@ impl StarRocksSink {
                 if l.since.is_some_and(|s| s.elapsed() >= interval) {
                     if let Err(e) = l.flush_buffer().await {
                         tracing::error!("{e}");
-                        let mut g = match slot.lock() {
-                            Ok(g) => g,
-                            Err(p) => p.into_inner(),
-                        };
-                        g.get_or_insert(e);
+                        slot.put(e);
                         return;
                     }
                 }
@@ -166,14 +163,7 @@ impl StarRocksSink {
     }
 
     fn check_background(&self) -> Result<()> {
-        let e = match self.background_error.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        match e {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.background_error.check()
     }
 }
 
