@@ -13,7 +13,7 @@ use rsql_common::{ChangeBatch, Location, Result, RsqlError};
 use rsql_planner::{CatalogEntry, InsertPlan, Session};
 use rsql_runtime::graph::{JobGraph, SinkFactoryFn};
 use rsql_runtime::checkpoint::{self, CheckpointStore, LocalDirStore};
-use rsql_runtime::{start_job, CheckpointOptions, JobOptions, RunningJob, Sink};
+use rsql_runtime::{start_job, CheckpointOptions, JobOptions, Sink};
 use rsql_sql::{ExplainDetail, Located, ShowKind, Statement};
 
 use crate::output::{boxed, ResultMode, ResultPrinter};
@@ -381,7 +381,7 @@ impl Client {
                     *p = ResultPrinter::new(mode, &schema, insert_only).live(self.interactive && std::io::stdout().is_terminal());
                 }
                 let running = start_job(&graph, &self.job_options())?;
-                let result = wait_interruptible(running).await;
+                let result = wait_interruptible(running.stop_handle(), running.wait()).await;
                 if let Ok(mut p) = printer.lock() {
                     let mut out = std::io::stdout().lock();
                     p.finish(&mut out);
@@ -449,16 +449,7 @@ impl Client {
         println!("Job ID: {:032x}", self.job_counter);
         self.publish(&pipeline, &job.metrics)?;
         if self.dml_sync() {
-            let stop = job.stop_handle();
-            let w = job.wait();
-            tokio::pin!(w);
-            tokio::select! {
-                r = &mut w => r?,
-                _ = shutdown_signal() => {
-                    let _ = stop.send(true);
-                    w.await?
-                }
-            }
+            wait_interruptible(job.stop_handle(), job.wait()).await?;
             println!("[INFO] Complete execution of the SQL update statement.");
         } else {
             self.jobs.push(job);
@@ -628,10 +619,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Waits for a job; the first Ctrl-C stops it gracefully.
-async fn wait_interruptible(job: RunningJob) -> Result<()> {
-    let stop = job.stop_handle();
-    let w = job.wait();
+/// Waits for a job (`w`, its end); the first Ctrl-C / SIGTERM asks it to stop through `stop` and
+/// waits for it to drain.
+async fn wait_interruptible(stop: tokio::sync::watch::Sender<bool>, w: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     tokio::pin!(w);
     tokio::select! {
         r = &mut w => r,
