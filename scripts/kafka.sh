@@ -10,7 +10,8 @@
 #   scripts/kafka.sh bootstrap                    print the bootstrap address
 #
 # Environment: RSQL_KAFKA_DIR (data dir, default /tmp/rsql-kafka),
-#              RSQL_KAFKA_PORT (default 19092).
+#              RSQL_KAFKA_PORT (default 19092),
+#              RSQL_KAFKA_LOG (the broker's RUST_LOG filter, default warn).
 set -euo pipefail
 
 DIR="${RSQL_KAFKA_DIR:-/tmp/rsql-kafka}"
@@ -66,7 +67,8 @@ start() {
   if ! running_pid >/dev/null; then
     (
       cd "$DIR"
-      nohup "$bin" broker \
+      # The broker logs every request at info level; a caller's RUST_LOG must not reach it.
+      RUST_LOG="${RSQL_KAFKA_LOG:-warn}" nohup "$bin" broker \
         --listener-url "tcp://$HOST:$PORT" \
         --advertised-listener-url "tcp://$HOST:$PORT" \
         --storage-engine "sqlite://tansu.db" >>"$LOG" 2>&1 &

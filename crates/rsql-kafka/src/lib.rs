@@ -14,6 +14,7 @@
 //! start and bound), [`source`] runs the consumer, [`sink`] the producer.
 
 pub mod config;
+pub mod rollback;
 pub mod sink;
 pub mod source;
 

@@ -14,6 +14,11 @@
 //! `sink.delivery-guarantee` = `exactly-once` the messages between two flushes form one Kafka
 //! transaction committed at the flush; readers with `isolation.level` = `read_committed` see them
 //! only then. A broker without transactions makes that an error at the first write.
+//!
+//! Resuming from a checkpoint, an upsert-kafka sink first undoes what a failed run wrote after
+//! it (see [`crate::rollback`]): replays then leave each key as an uninterrupted run would.
+//! Without idempotence, one produce request in flight per connection keeps retried messages in
+//! order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +36,7 @@ use rsql_connectors::formats::{self, RowEncoder};
 use rsql_runtime::connector::{ChangelogMode, Sink};
 
 use crate::config::{DeliveryGuarantee, KafkaTable, Partitioner};
+use crate::rollback::{self, SinkOffsets};
 
 async fn blocking<T: Send + 'static>(p: Arc<KProducer>, f: impl FnOnce(&KProducer) -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(move || f(&p)).await.map_err(|e| RsqlError::execution(format!("kafka producer task failed: {e}")))
@@ -221,6 +227,17 @@ impl KafkaSink {
         } else {
             if cfg.delivery == DeliveryGuarantee::None && !cfg.properties.contains_key("acks") {
                 config.set("acks", "1");
+            }
+            // librdkafka retries a failed produce request while later requests are already in
+            // flight, so without idempotence a retried upsert can land after a newer change of
+            // the same key (a delete followed by its older value). One request in flight per
+            // connection keeps each partition in send order, as the Java client's idempotent
+            // default does.
+            if !cfg.properties.contains_key("enable.idempotence")
+                && !cfg.properties.contains_key("max.in.flight.requests.per.connection")
+                && !cfg.properties.contains_key("max.in.flight")
+            {
+                config.set("max.in.flight.requests.per.connection", "1");
             }
             Txn::Off
         };
@@ -475,6 +492,60 @@ impl Sink for KafkaSink {
         }
         if let Some((fails, first)) = self.tracker.take_error() {
             return Err(RsqlError::connector(self.ctx(), format!("{fails} message(s) could not be delivered: {first}")));
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+        if !self.cfg.upsert || self.txn != Txn::Off {
+            return Ok(Vec::new());
+        }
+        self.prepare().await?;
+        let n = self.partitions.unwrap_or(0);
+        let topic = self.topic.clone();
+        let ends = blocking(self.producer.clone(), move |p| {
+            (0..n)
+                .map(|part| p.client().fetch_watermarks(&topic, part, Duration::from_secs(30)).map(|(_, high)| (part, high)))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(|e| RsqlError::connector(self.ctx(), format!("cannot read the partition offsets for the checkpoint: {e}")))?;
+        Ok(SinkOffsets { topic: self.topic.clone(), ends }.encode())
+    }
+
+    async fn restore(&mut self, state: &[u8]) -> Result<()> {
+        if !self.cfg.upsert || self.txn != Txn::Off {
+            return Ok(());
+        }
+        let saved = SinkOffsets::decode(state).map_err(|e| RsqlError::connector(self.ctx(), e.to_string()))?;
+        if saved.topic != self.topic {
+            tracing::warn!(table = %self.cfg.name(), "the checkpoint was taken while writing topic '{}'; nothing written after it is undone", saved.topic);
+            return Ok(());
+        }
+        let mut undone = 0usize;
+        for (partition, end) in saved.ends {
+            let (config, ctx, topic) = (self.cfg.client_config(), self.ctx(), self.topic.clone());
+            let restores = tokio::task::spawn_blocking(move || rollback::partition_restores(&config, &ctx, &topic, partition, end))
+                .await
+                .map_err(|e| RsqlError::execution(format!("kafka consumer task failed: {e}")))??;
+            for (key, value) in &restores {
+                produce(&self.producer, &self.topic, Some(key), value.as_deref(), Some(partition))
+                    .await
+                    .map_err(|e| RsqlError::connector(self.ctx(), format!("cannot produce a message: {e}")))?;
+            }
+            if !restores.is_empty() {
+                tracing::info!(
+                    table = %self.cfg.name(),
+                    topic = %self.topic,
+                    partition,
+                    "rewrote {} key(s) written after the checkpoint (from offset {end}) to their values at the checkpoint",
+                    restores.len()
+                );
+            }
+            undone += restores.len();
+        }
+        if undone > 0 {
+            self.flush().await?;
         }
         Ok(())
     }

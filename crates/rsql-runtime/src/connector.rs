@@ -164,6 +164,17 @@ pub trait Sink: Send {
     async fn close(&mut self) -> Result<()> {
         Ok(())
     }
+    /// What the sink needs, beyond its flush, to resume from checkpoint `checkpoint` (for
+    /// upsert-kafka: where each partition ended). Called right after the flush at the barrier;
+    /// saved with the checkpoint.
+    async fn snapshot(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Called once, before the first write, when the job resumes from a checkpoint holding what
+    /// `snapshot` returned. A sink may undo here what a failed run wrote after that checkpoint.
+    async fn restore(&mut self, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads rows of a dimension table by key, for lookup joins (`JOIN t FOR SYSTEM_TIME AS OF ...`).

@@ -717,7 +717,11 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 let label = label.clone();
                 let metrics = metrics.clone();
                 let mut inputs = Inputs::new(rx, node.inputs.len());
+                let restored = saved(id).filter(|s| !s.is_empty()).map(|s| s.to_vec());
                 tasks.spawn(async move {
+                    if let Some(state) = restored {
+                        sink.restore(&state).await.map_err(|e| with_context(e, &label))?;
+                    }
                     loop {
                         match inputs.take().await {
                             Next::Msg(_, Message::Batch(b)) => {
@@ -727,8 +731,9 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                             Next::Msg(..) => {}
                             Next::Aligned(cp) => {
                                 sink.flush().await.map_err(|e| with_context(e, &label))?;
+                                let bytes = sink.snapshot(cp).await.map_err(|e| with_context(e, &label))?;
                                 if let Some(rep) = &reporter {
-                                    let _ = rep.send(Report::Node { id: cp, node: id, bytes: Vec::new() });
+                                    let _ = rep.send(Report::Node { id: cp, node: id, bytes });
                                 }
                             }
                             Next::Done => break,
