@@ -648,7 +648,9 @@ fn describe(entry: &CatalogEntry) {
                 let wm = t.watermark.as_ref().filter(|w| w.column == c.name).map(|w| w.expr.clone()).unwrap_or_default();
                 let mut ty = c.ty.clone();
                 ty.nullable = true;
-                rows.push(vec![c.name.clone(), ty.to_string(), c.ty.nullable.to_string().to_uppercase(), key.unwrap_or_default(), extras, wm]);
+                // The event-time attribute shows as Flink shows it: TIMESTAMP(3) *ROWTIME*.
+                let ty = if wm.is_empty() { ty.to_string() } else { format!("{ty} *ROWTIME*") };
+                rows.push(vec![c.name.clone(), ty, c.ty.nullable.to_string().to_uppercase(), key.unwrap_or_default(), extras, wm]);
             }
         }
         CatalogEntry::View(v) => {

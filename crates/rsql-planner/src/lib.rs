@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod lower;
 pub mod planner;
 pub mod provider;
+pub mod window;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use planner::{InsertPlan, Session};

@@ -26,6 +26,7 @@ use rsql_runtime::{ChangelogMode, ConnectorRegistry, ProducedColumn};
 
 use crate::catalog::CatalogEntry;
 use crate::provider::CatalogTable;
+use crate::window::WindowTvf;
 
 /// A lowered node: where it is and what its rows look like.
 #[derive(Clone, Debug)]
@@ -522,6 +523,10 @@ impl<'a> Lowerer<'a> {
             }
             CatalogEntry::Table(t) => (self.table_source(&t)?, t.full_schema()),
         };
+        let (base, full_schema) = match &ct.window {
+            Some(w) => (self.window_table_function(w, base, &full_schema, &ct.schema)?, ct.schema.clone()),
+            None => (base, full_schema),
+        };
         // Project the scanned columns.
         let projection: Vec<usize> = scan.projection.clone().unwrap_or_else(|| (0..full_schema.fields().len()).collect());
         if projection.len() == full_schema.fields().len() && projection.iter().enumerate().all(|(i, p)| i == *p) {
@@ -540,6 +545,25 @@ impl<'a> Lowerer<'a> {
         let describe = format!("Calc(select=[{}])", names.join(", "));
         let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: names };
         Ok(self.add(kind, vec![base.id], out_schema, mode, unique_key, describe))
+    }
+
+    /// A window table function over its lowered input.
+    fn window_table_function(&mut self, w: &WindowTvf, input: Lowered, input_schema: &SchemaRef, schema: &SchemaRef) -> Result<Lowered> {
+        if !input.mode.is_insert_only() {
+            return Err(unsupported(format!(
+                "{} needs an append-only input, but {} is an updating stream (changelogMode=[{}]); window table functions and window aggregation \
+                 take only inserts: read an append-only source (kafka, filesystem, datagen) instead of an updating one (mysql-cdc, upsert-kafka, \
+                 or a view with a regular join or GROUP BY)",
+                w.text,
+                w.input,
+                input.mode.flink_notation()
+            ))
+            .at(w.location));
+        }
+        let time_col = input_schema.index_of(&w.time_col)?;
+        let describe = format!("WindowTableFunction(window=[{}])", w.spec.describe(&w.time_col));
+        let kind = NodeKind::WindowTableFunction { time_col, spec: w.spec };
+        Ok(self.add(kind, vec![input.id], schema.clone(), ChangelogMode::InsertOnly, None, describe))
     }
 
     /// The source of a table with all its columns (physical, metadata, computed), shared by every
@@ -627,6 +651,17 @@ impl<'a> Lowerer<'a> {
             let kind = NodeKind::Calc { filter: None, exprs, filter_text: None, expr_texts: texts };
             let mode = cur.mode.clone();
             cur = self.add(kind, vec![cur.id], Arc::new(Schema::new(fields)), mode, unique_key, describe);
+        }
+        // Event time: watermarks from the WATERMARK FOR expression, right after the scan.
+        if let Some(w) = &t.watermark {
+            let src = self.schema_of(cur.id);
+            let rowtime = src.index_of(&w.column)?;
+            let df = DFSchema::try_from(src.as_ref().clone())?;
+            let e = (self.computed)(t, &w.expr, &df)?;
+            let expr = physical(&e, &df)?;
+            let describe = format!("WatermarkAssigner(rowtime=[{}], watermark=[{}])", w.column, w.expr);
+            let (mode, uk) = (cur.mode.clone(), cur.unique_key.clone());
+            cur = self.add(NodeKind::WatermarkAssigner { rowtime, expr }, vec![cur.id], src, mode, uk, describe);
         }
         self.sources.insert(t.path.clone(), cur.clone());
         Ok(cur)
@@ -977,6 +1012,19 @@ impl<'a> Lowerer<'a> {
         );
         let group: Vec<usize> = (0..ng).collect();
         let agg_text: Vec<String> = a.aggr_expr.iter().map(|e| e.schema_name().to_string()).collect();
+        if let Some((ws, we, w)) = window_group(a) {
+            // Window aggregation: GROUP BY window_start, window_end [, keys] over a window TVF.
+            let names: Vec<String> = (0..ng).map(|i| out_schema.field(i).name().clone()).collect();
+            let keys: Vec<&str> = (0..ng).filter(|i| *i != ws && *i != we).map(|i| names[i].as_str()).collect();
+            let mut select: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            select.extend(agg_text.iter().cloned());
+            select.push(format!("start('w$) AS {}", names[ws]));
+            select.push(format!("end('w$) AS {}", names[we]));
+            let group_text = if keys.is_empty() { String::new() } else { format!("groupBy=[{}], ", keys.join(", ")) };
+            let describe = format!("WindowAggregate({group_text}window=[{}], select=[{}])", w.spec.describe(&w.time_col), select.join(", "));
+            let kind = NodeKind::WindowAggregate { group: group.clone(), window_start: ws, window_end: we, aggs: calls };
+            return Ok(self.add(kind, vec![pre.id], out_schema, ChangelogMode::InsertOnly, Some(group), describe));
+        }
         let group_names: Vec<String> = (0..ng).map(|i| out_schema.field(i).name().clone()).collect();
         let describe = if ng == 0 {
             format!("GroupAggregate(select=[{}])", agg_text.join(", "))
@@ -996,14 +1044,62 @@ impl<'a> Lowerer<'a> {
 
 /// A time attribute: a computed `PROCTIME()` column or a table's WATERMARK column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TimeAttr {
+pub(crate) enum TimeAttr {
     Proctime,
     Rowtime,
 }
 
-fn is_proctime_call(sql: &str) -> bool {
+pub(crate) fn is_proctime_call(sql: &str) -> bool {
     let s: String = sql.chars().filter(|c| !c.is_whitespace()).collect();
     s.eq_ignore_ascii_case("PROCTIME()")
+}
+
+/// When an aggregate groups by the window_start and window_end of one window table function:
+/// their positions among the group expressions, and the window.
+fn window_group(a: &Aggregate) -> Option<(usize, usize, Arc<WindowTvf>)> {
+    let in_schema = a.input.schema();
+    let mut start = None;
+    let mut end = None;
+    for (i, g) in a.group_expr.iter().enumerate() {
+        let Expr::Column(c) = strip_alias(g) else { continue };
+        let Some(idx) = in_schema.index_of_column(c).ok() else { continue };
+        match window_column(&a.input, idx) {
+            Some((0, w)) => start = Some((i, w)),
+            Some((1, w)) => end = Some((i, w)),
+            _ => {}
+        }
+    }
+    let ((s, ws), (e, we)) = (start?, end?);
+    Arc::ptr_eq(&ws, &we).then_some((s, e, ws))
+}
+
+/// Whether column `idx` of a view's plan is a time attribute.
+pub(crate) fn time_attribute_of_view(plan: &LogicalPlan, idx: usize) -> Option<TimeAttr> {
+    time_attribute(plan, idx)
+}
+
+/// Which window column of a window table function column `idx` of `plan` is (0 window_start,
+/// 1 window_end, 2 window_time), following plain column references down to the function.
+fn window_column(plan: &LogicalPlan, idx: usize) -> Option<(usize, Arc<WindowTvf>)> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let full = match &scan.projection {
+                Some(p) => *p.get(idx)?,
+                None => idx,
+            };
+            let ct = scan.source.as_ref().downcast_ref::<CatalogTable>()?;
+            let w = ct.window.as_ref()?;
+            let n_in = ct.schema.fields().len() - 3;
+            (full >= n_in).then(|| (full - n_in, w.clone()))
+        }
+        LogicalPlan::Projection(p) => match strip_alias(p.expr.get(idx)?) {
+            Expr::Column(c) => window_column(&p.input, p.input.schema().index_of_column(c).ok()?),
+            _ => None,
+        },
+        LogicalPlan::Filter(f) => window_column(&f.input, idx),
+        LogicalPlan::SubqueryAlias(a) => window_column(&a.input, idx),
+        _ => None,
+    }
 }
 
 /// Follows column `idx` of `plan` down to a table column through plain column references and
@@ -1016,6 +1112,17 @@ fn time_attribute(plan: &LogicalPlan, idx: usize) -> Option<TimeAttr> {
                 None => idx,
             };
             let ct = scan.source.as_ref().downcast_ref::<CatalogTable>()?;
+            if let Some(w) = &ct.window {
+                // window_time is an event-time attribute; the function's time column is not one
+                // any more, as in Flink.
+                let n_in = ct.schema.fields().len() - 3;
+                if full == n_in + 2 {
+                    return Some(TimeAttr::Rowtime);
+                }
+                if full >= n_in || ct.schema.field(full).name() == &w.time_col {
+                    return None;
+                }
+            }
             match &ct.entry {
                 CatalogEntry::Table(t) => {
                     let c = t.columns.get(full)?;

@@ -121,10 +121,12 @@ impl Session {
     /// Plans a query into an optimized logical plan.
     pub fn plan_query(&self, query: &sp::Query, location: Location) -> Result<LogicalPlan> {
         let lookups = self.lookup_tables(query, location)?;
-        let provider = Provider { catalog: &self.catalog, functions: &self.functions, lookups };
+        let mut query = query.clone();
+        let windows = crate::window::rewrite_window_tvfs(&mut query, &self.catalog, location)?;
+        let provider = Provider { catalog: &self.catalog, functions: &self.functions, lookups, windows };
         let planner = self.sql_to_rel(&provider);
         let plan = planner
-            .sql_statement_to_plan(sp::Statement::Query(Box::new(query.clone())))
+            .sql_statement_to_plan(sp::Statement::Query(Box::new(query)))
             .map_err(|e| df_error(e, location))?;
         self.analyze_and_optimize(plan, location)
     }
@@ -168,7 +170,7 @@ impl Session {
             .try_with_sql(sql)
             .and_then(|mut p| p.parse_expr())
             .map_err(|e| RsqlError::parse(format!("computed column of {}: {e}", table.path), Some(table.location)))?;
-        let provider = Provider { catalog: &self.catalog, functions: &self.functions, lookups: HashSet::new() };
+        let provider = Provider { catalog: &self.catalog, functions: &self.functions, lookups: HashSet::new(), windows: Default::default() };
         let planner = self.sql_to_rel(&provider);
         let e = planner.sql_to_expr(ast, schema, &mut PlannerContext::new()).map_err(|e| df_error(e, table.location))?;
         // Coerce types by planning it as a projection over the table.
@@ -177,6 +179,7 @@ impl Session {
             entry: CatalogEntry::Table(Arc::new(table.clone())),
             schema: Arc::new(schema.as_arrow().clone()),
             lookup: false,
+            window: None,
         });
         let plan = LogicalPlanBuilder::scan(table.path.name.clone(), source, None)
             .and_then(|b| b.project(vec![e]))

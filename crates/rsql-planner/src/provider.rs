@@ -17,6 +17,7 @@ use rsql_common::catalog::ObjectPath;
 use rsql_common::options::did_you_mean;
 
 use crate::catalog::{Catalog, CatalogEntry};
+use crate::window::WindowTvf;
 
 /// A table or view as DataFusion sees it.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct CatalogTable {
     pub schema: SchemaRef,
     /// Read with `FOR SYSTEM_TIME AS OF`: the dimension side of a lookup join.
     pub lookup: bool,
+    /// The table is the input of a window table function: `schema` has the window columns.
+    pub window: Option<Arc<WindowTvf>>,
 }
 
 impl TableSource for CatalogTable {
@@ -33,6 +36,10 @@ impl TableSource for CatalogTable {
         self.schema.clone()
     }
     fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
+        if self.window.is_some() {
+            // A window over a view is lowered from the view's plan with the window columns.
+            return None;
+        }
         match &self.entry {
             CatalogEntry::View(v) => Some(Cow::Borrowed(v.plan.as_ref())),
             CatalogEntry::Table(_) => None,
@@ -138,6 +145,8 @@ pub struct Provider<'a> {
     pub functions: &'a Functions,
     /// Tables the statement reads with `FOR SYSTEM_TIME AS OF`.
     pub lookups: HashSet<ObjectPath>,
+    /// The statement's window table functions, by their synthetic table names.
+    pub windows: HashMap<String, Arc<WindowTvf>>,
 }
 
 impl ContextProvider for Provider<'_> {
@@ -147,6 +156,16 @@ impl ContextProvider for Provider<'_> {
             TableReference::Partial { schema, table } => vec![schema.to_string(), table.to_string()],
             TableReference::Full { catalog, schema, table } => vec![catalog.to_string(), schema.to_string(), table.to_string()],
         };
+        if let (TableReference::Bare { table }, Some(w)) = (&name, self.windows.get(name.table())) {
+            debug_assert_eq!(table.as_ref(), name.table());
+            let Some(entry) = self.catalog.lookup(&w.input) else { return plan_err!("table {} does not exist", w.input) };
+            let input = match entry {
+                CatalogEntry::Table(t) => t.full_schema(),
+                CatalogEntry::View(v) => Arc::new(v.plan.schema().as_arrow().clone()),
+            };
+            let schema = w.schema(&input).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+            return Ok(Arc::new(CatalogTable { path: w.input.clone(), entry: entry.clone(), schema, lookup: false, window: Some(w.clone()) }));
+        }
         let Some(path) = self.catalog.qualify_parts(&parts) else {
             return plan_err!("'{name}' is not a valid table name");
         };
@@ -160,7 +179,7 @@ impl ContextProvider for Provider<'_> {
                 if lookup && matches!(entry, CatalogEntry::View(_)) {
                     return plan_err!("FOR SYSTEM_TIME AS OF needs a table, and {path} is a view");
                 }
-                Ok(Arc::new(CatalogTable { path, entry: entry.clone(), schema, lookup }))
+                Ok(Arc::new(CatalogTable { path, entry: entry.clone(), schema, lookup, window: None }))
             }
             None => {
                 let cands = self

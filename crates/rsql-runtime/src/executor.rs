@@ -30,6 +30,7 @@ use crate::operators::calc::Calc;
 use crate::operators::join::Join;
 use crate::operators::materializer::SinkMaterializer;
 use crate::operators::normalize::ChangelogNormalize;
+use crate::operators::window::{WatermarkAssigner, WindowAggregate, WindowTableFunction};
 use crate::operators::{Operator, PassThrough};
 
 /// Tuning of a job, from Flink-style configuration keys.
@@ -152,6 +153,17 @@ fn build_operator(graph: &JobGraph, id: NodeId) -> Result<Box<dyn Operator>> {
         NodeKind::Rank { .. } | NodeKind::Deduplicate { .. } => {
             crate::operators::rank::build(&node.kind, input_schema(0), node.schema.clone(), graph.node(node.inputs[0]).mode.is_insert_only())?
         }
+        NodeKind::WatermarkAssigner { rowtime, expr } => Box::new(WatermarkAssigner::new(*rowtime, expr.clone())),
+        NodeKind::WindowTableFunction { time_col, spec } => Box::new(WindowTableFunction::new(*time_col, *spec, node.schema.clone(), &node.describe)),
+        NodeKind::WindowAggregate { group, window_start, window_end, aggs } => Box::new(WindowAggregate::new(
+            input_schema(0),
+            group,
+            *window_start,
+            *window_end,
+            aggs.clone(),
+            node.schema.clone(),
+            &node.describe,
+        )?),
         NodeKind::LookupJoin { create, probe_keys, dim_columns, dim_filters, left_outer, filter } => {
             Box::new(crate::operators::lookup_join::LookupJoin::new(create()?, probe_keys, dim_columns, dim_filters.clone(), *left_outer, filter.clone(), node.schema.clone()))
         }
@@ -760,6 +772,7 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 let mut inputs = Inputs::new(rx, n_inputs);
                 tasks.spawn(async move {
                     let mut wms = vec![i64::MIN; n_inputs];
+                    let mut current_wm = i64::MIN;
                     let mut out = Vec::new();
                     let mut sized_at = Instant::now();
                     loop {
@@ -774,14 +787,20 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                                 for b in out.drain(..) {
                                     outputs.send(Message::Batch(b)).await?;
                                 }
+                                if let Some(w) = op.generated_watermark() {
+                                    outputs.send(Message::Watermark(w)).await?;
+                                }
                             }
                             Next::Msg(slot, Message::Watermark(w)) => {
                                 if let Some(x) = wms.get_mut(slot) {
                                     *x = (*x).max(w);
                                 }
-                                let min = wms.iter().copied().min().unwrap_or(i64::MIN);
-                                if min > i64::MIN {
-                                    outputs.send(Message::Watermark(min)).await?;
+                                advance_watermark(&mut *op, &wms, &inputs.ended, &mut current_wm, &mut out, &outputs).await?;
+                            }
+                            Next::Msg(_, Message::End) => {
+                                // An ended input no longer holds the watermark back.
+                                if n_inputs > 1 && !inputs.all_ended() {
+                                    advance_watermark(&mut *op, &wms, &inputs.ended, &mut current_wm, &mut out, &outputs).await?;
                                 }
                             }
                             Next::Msg(..) => {}
@@ -831,6 +850,32 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
         None => None,
     };
     Ok(RunningJob { metrics, stop: stop_tx, tasks, checkpoints })
+}
+
+/// Recomputes an operator's watermark (the smallest over its open inputs; an ended input does
+/// not hold it back) and, when it advanced, lets the operator act on it and passes on what it
+/// returns after the batches it emitted.
+async fn advance_watermark(
+    op: &mut dyn Operator,
+    wms: &[i64],
+    ended: &[bool],
+    current: &mut i64,
+    out: &mut Vec<ChangeBatch>,
+    outputs: &Outputs,
+) -> Result<()> {
+    let min = wms.iter().zip(ended).filter(|(_, e)| !**e).map(|(w, _)| *w).min().unwrap_or(i64::MIN);
+    if min <= *current {
+        return Ok(());
+    }
+    *current = min;
+    let pass = op.on_watermark(min, out)?;
+    for b in out.drain(..) {
+        outputs.send(Message::Batch(b)).await?;
+    }
+    if let Some(w) = pass {
+        outputs.send(Message::Watermark(w)).await?;
+    }
+    Ok(())
 }
 
 fn with_context(e: RsqlError, label: &str) -> RsqlError {

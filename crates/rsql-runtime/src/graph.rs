@@ -102,6 +102,81 @@ pub enum DedupOrder {
     Rowtime(usize),
 }
 
+/// The shape of a window table function (`TUMBLE`, `HOP`, `CUMULATE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumble,
+    Hop,
+    Cumulate,
+}
+
+/// A window table function's windows; every length is in microseconds (the unit of timestamp
+/// columns), and every value a whole number of milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    /// TUMBLE and HOP: the window size; CUMULATE: the largest window size.
+    pub size: i64,
+    /// HOP: the slide; CUMULATE: the step; TUMBLE: the size.
+    pub step: i64,
+    /// Shifts window starts away from multiples of the size (0 by default).
+    pub offset: i64,
+}
+
+/// `10 s`, `1 min`, `500 ms`, as Flink's plans print durations.
+pub fn duration_text(micros: i64) -> String {
+    let ms = micros / 1000;
+    for (unit, name) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "min"), (1000, "s")] {
+        if ms != 0 && ms % unit == 0 {
+            return format!("{} {name}", ms / unit);
+        }
+    }
+    format!("{ms} ms")
+}
+
+impl WindowSpec {
+    /// The windows `[start, end)` holding time `ts`, in the order Flink assigns them.
+    pub fn assign(&self, ts: i64, out: &mut Vec<(i64, i64)>) {
+        out.clear();
+        match self.kind {
+            WindowKind::Tumble => {
+                let start = ts - (ts - self.offset).rem_euclid(self.size);
+                out.push((start, start + self.size));
+            }
+            WindowKind::Hop => {
+                // The latest window first, as Flink's sliding assigner lists them.
+                let mut start = ts - (ts - self.offset).rem_euclid(self.step);
+                while start > ts - self.size {
+                    out.push((start, start + self.size));
+                    start -= self.step;
+                }
+            }
+            WindowKind::Cumulate => {
+                let start = ts - (ts - self.offset).rem_euclid(self.size);
+                let mut end = start + self.step;
+                while end <= start + self.size {
+                    if end > ts {
+                        out.push((start, end));
+                    }
+                    end += self.step;
+                }
+            }
+        }
+    }
+
+    /// `TUMBLE(time_col=[ts], size=[10 s])`, as Flink's plans print windows.
+    pub fn describe(&self, time_col: &str) -> String {
+        let offset = if self.offset != 0 { format!(", offset=[{}]", duration_text(self.offset)) } else { String::new() };
+        match self.kind {
+            WindowKind::Tumble => format!("TUMBLE(time_col=[{time_col}], size=[{}]{offset})", duration_text(self.size)),
+            WindowKind::Hop => format!("HOP(time_col=[{time_col}], size=[{}], slide=[{}]{offset})", duration_text(self.size), duration_text(self.step)),
+            WindowKind::Cumulate => {
+                format!("CUMULATE(time_col=[{time_col}], max_size=[{}], step=[{}]{offset})", duration_text(self.size), duration_text(self.step))
+            }
+        }
+    }
+}
+
 /// Creates the sink of a sink node when the job starts.
 pub type SinkFactoryFn = Arc<dyn Fn() -> Result<Box<dyn Sink>> + Send + Sync>;
 
@@ -147,6 +222,17 @@ pub enum NodeKind {
         left_outer: bool,
         filter: Option<PhysExpr>,
     },
+    /// Generates event-time watermarks from a table's `WATERMARK FOR` expression: after each
+    /// batch, the largest value of `expr` seen so far (bounded out-of-orderness); watermarks
+    /// from upstream are dropped, as Flink's WatermarkAssigner does.
+    WatermarkAssigner { rowtime: usize, expr: PhysExpr },
+    /// A window table function: each input row once per window of its `time_col`, followed by
+    /// `window_start`, `window_end` and `window_time` (= window_end - 1 ms).
+    WindowTableFunction { time_col: usize, spec: WindowSpec },
+    /// Window aggregation over window TVF rows: GROUP BY the leading `group` input columns, among
+    /// them `window_start` and `window_end` at the given input positions; each window's groups are
+    /// emitted once (+I) when the watermark reaches the window's end, then forgotten.
+    WindowAggregate { group: Vec<usize>, window_start: usize, window_end: usize, aggs: Vec<AggCall> },
     Sink { label: String, create: SinkFactoryFn },
 }
 
@@ -170,6 +256,9 @@ impl NodeKind {
             NodeKind::Deduplicate { .. } => "Deduplicate",
             NodeKind::SinkMaterializer { .. } => "SinkMaterializer",
             NodeKind::LookupJoin { .. } => "LookupJoin",
+            NodeKind::WatermarkAssigner { .. } => "WatermarkAssigner",
+            NodeKind::WindowTableFunction { .. } => "WindowTableFunction",
+            NodeKind::WindowAggregate { .. } => "WindowAggregate",
             NodeKind::Sink { .. } => "Sink",
         }
     }

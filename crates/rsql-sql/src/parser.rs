@@ -286,7 +286,58 @@ impl<'a> P<'a> {
     }
 }
 
+/// Window table functions take their input as `TABLE name` (`TUMBLE(TABLE t, ...)` or
+/// `DATA => TABLE t`), which sqlparser cannot read as a function argument. Inside the arguments
+/// of `TABLE(TUMBLE|HOP|CUMULATE(...))` the keyword is dropped, leaving the table name as the
+/// argument; the planner reads that argument as a table. SESSION windows are refused here.
+fn strip_window_table_keywords(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    let is_word = |t: &Token, w: &str| word(t).as_deref() == Some(w);
+    let significant: Vec<usize> = (0..tokens.len()).filter(|i| !matches!(tokens[*i].token, Token::Whitespace(_))).collect();
+    let mut drop = vec![false; tokens.len()];
+    for (n, &i) in significant.iter().enumerate() {
+        let at = |k: usize| significant.get(n + k).map(|j| &tokens[*j].token);
+        let starts = is_word(&tokens[i].token, "TABLE")
+            && matches!(at(1), Some(Token::LParen))
+            && at(2).is_some_and(|t| ["TUMBLE", "HOP", "CUMULATE", "SESSION"].iter().any(|w| is_word(t, w)))
+            && matches!(at(3), Some(Token::LParen));
+        if !starts {
+            continue;
+        }
+        if let Some(j) = significant.get(n + 2).filter(|j| is_word(&tokens[**j].token, "SESSION")) {
+            return Err(RsqlError::unsupported("the SESSION window table function is not supported yet; use TUMBLE, HOP or CUMULATE").at(loc_of(&tokens[*j])));
+        }
+        let mut depth = 0usize;
+        for k in 3.. {
+            let Some(&j) = significant.get(n + k) else { break };
+            match &tokens[j].token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                t if depth == 1 && is_word(t, "TABLE") => {
+                    if matches!(significant.get(n + k + 1).map(|x| &tokens[*x].token), Some(Token::Word(_))) {
+                        drop[j] = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if drop.iter().any(|d| *d) {
+        let mut i = 0;
+        tokens.retain(|_| {
+            i += 1;
+            !drop[i - 1]
+        });
+    }
+    Ok(tokens)
+}
+
 fn parse_group(tokens: Vec<TokenWithSpan>, first: Location) -> Result<Vec<(Statement, Location)>> {
+    let tokens = strip_window_table_keywords(tokens)?;
     let dialect = FlinkDialect;
     let mut p = P { p: Parser::new(&dialect).with_tokens_with_locations(tokens) };
     // `EXECUTE STATEMENT SET BEGIN <first insert>` opens a statement set.
@@ -829,6 +880,19 @@ mod tests {
         assert!(matches!(one("CREATE TABLE t2 WITH ('connector' = 'print') AS SELECT * FROM t1"), Statement::CreateTable(_)));
         assert_eq!(one("quit"), Statement::Quit);
         assert_eq!(one("HELP"), Statement::Help);
+    }
+
+    #[test]
+    fn window_table_functions_parse() {
+        for sql in [
+            "SELECT * FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' MINUTES))",
+            "SELECT * FROM TABLE(HOP(DATA => TABLE db.bids, TIMECOL => DESCRIPTOR(ts), SLIDE => INTERVAL '5' SECOND, SIZE => INTERVAL '10' SECOND)) AS w",
+            "SELECT window_start, COUNT(*) FROM TABLE(\n  CUMULATE(\n TABLE `bids`, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '4' SECOND)) GROUP BY window_start, window_end",
+        ] {
+            let Statement::Query(q) = one(sql) else { panic!("{sql}") };
+            let text = q.to_string();
+            assert!(text.contains("TABLE(") && !text.contains("TABLE bids") && !text.contains("TABLE db"), "{text}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod materializer;
 pub mod normalize;
 pub mod rank;
 pub mod state;
+pub mod window;
 #[cfg(test)]
 mod testutil;
 
@@ -35,6 +36,19 @@ pub fn conform(cols: Vec<ArrayRef>, schema: &SchemaRef) -> Result<Vec<ArrayRef>>
 pub trait Operator: Send {
     /// Processes one batch from input `input` (0 or 1), appending output batches to `out`.
     fn process(&mut self, input: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()>;
+
+    /// Called when the watermark of the inputs (the smallest over the open inputs, in
+    /// milliseconds) advances, before it is passed on; event-time operators emit what it
+    /// completes into `out`. Returns the watermark to pass on (None: pass nothing).
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<Option<i64>> {
+        Ok(Some(watermark))
+    }
+
+    /// A watermark the operator generated itself while processing (watermark assigners), to
+    /// send after the batches of the last `process`.
+    fn generated_watermark(&mut self) -> Option<i64> {
+        None
+    }
 
     /// Called once after every input has ended.
     fn on_end(&mut self, _out: &mut Vec<ChangeBatch>) -> Result<()> {

@@ -1,0 +1,407 @@
+//! Event time and window table functions, planned and run: the EXPLAIN of a watermark, a window
+//! TVF and a window aggregate; the results of TUMBLE / HOP / CUMULATE aggregates and of plain
+//! window assignment over a stream with out-of-order rows and late rows, checked against
+//! hand-computed expectations; a differential test of TUMBLE aggregates against DataFusion's
+//! batch engine (`GROUP BY date_bin(...)`) over random in-bound-disorder streams; and the
+//! planning errors (updating input, DESCRIPTOR on a column that is not a time attribute, bad
+//! intervals, SESSION).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rsql_common::arrow::array::{ArrayRef, Int32Array, TimestampMicrosecondArray};
+use rsql_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use rsql_common::arrow::record_batch::RecordBatch;
+use rsql_common::catalog::TableDef;
+use rsql_common::options::{OptionKind, OptionSchema, OptionSpec};
+use rsql_common::{ChangeBatch, Location, Result, RowKind};
+use rsql_planner::Session;
+use rsql_runtime::graph::SinkFactoryFn;
+use rsql_runtime::{start_job, ChangelogMode, ConnectorFactory, ConnectorRegistry, JobOptions, ProducedColumn, Sink, Source, SourceContext, SourceInfo};
+
+mod common;
+use common::{feeds, format_rows};
+
+/// Replays a registered feed: inserts with 'mode' = 'append', a changelog otherwise.
+struct FeedFactory;
+
+struct Feed {
+    batches: Vec<ChangeBatch>,
+}
+
+#[async_trait]
+impl Source for Feed {
+    async fn run(&mut self, ctx: SourceContext) -> Result<()> {
+        for b in self.batches.drain(..) {
+            ctx.emit(b).await?;
+        }
+        Ok(())
+    }
+}
+
+impl ConnectorFactory for FeedFactory {
+    fn name(&self) -> &'static str {
+        "feed-test"
+    }
+    fn options(&self, _t: &TableDef) -> OptionSchema {
+        OptionSchema::new(vec![OptionSpec::required("feed", OptionKind::String), OptionSpec::optional("mode", OptionKind::Enum(&["changelog", "append"]))])
+    }
+    fn source_info(&self, t: &TableDef) -> Result<SourceInfo> {
+        let mode = if t.option("mode") == Some("append") { ChangelogMode::InsertOnly } else { ChangelogMode::All };
+        Ok(SourceInfo { changelog_mode: mode, bounded: true })
+    }
+    fn create_source(&self, t: &TableDef, _c: &[ProducedColumn]) -> Result<Box<dyn Source>> {
+        let key = t.option("feed").unwrap_or_default().to_string();
+        let batches = feeds().lock().unwrap().remove(&key).unwrap_or_default();
+        Ok(Box::new(Feed { batches }))
+    }
+    fn create_sink(&self, _t: &TableDef, _m: &ChangelogMode) -> Result<Box<dyn Sink>> {
+        Err(rsql_common::RsqlError::unsupported("test source only"))
+    }
+}
+
+struct Collect(Arc<Mutex<Vec<ChangeBatch>>>);
+
+#[async_trait]
+impl Sink for Collect {
+    async fn write(&mut self, batch: ChangeBatch) -> Result<()> {
+        self.0.lock().unwrap().push(batch);
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One event of table `e`: key, value, event time in milliseconds.
+type Event = (i32, i32, i64);
+
+fn e_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int32, false),
+        Field::new("b", DataType::Int32, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+    ]))
+}
+
+fn e_batch(rows: &[Event]) -> RecordBatch {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+        Arc::new(Int32Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+        Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.2 * 1000).collect::<Vec<_>>())),
+    ];
+    RecordBatch::try_new(e_schema(), cols).unwrap()
+}
+
+const DDL: &str = "CREATE TABLE e (k INT NOT NULL, b INT NOT NULL, ts TIMESTAMP(3) NOT NULL, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+    WITH ('connector' = 'feed-test', 'feed' = 'FEED', 'mode' = 'append');
+  CREATE TABLE u (k INT NOT NULL, b INT NOT NULL, ts TIMESTAMP(3) NOT NULL, PRIMARY KEY (k) NOT ENFORCED, WATERMARK FOR ts AS ts)
+    WITH ('connector' = 'feed-test', 'feed' = 'none');
+  CREATE TABLE p (k INT NOT NULL, ts TIMESTAMP(3) NOT NULL, pt AS PROCTIME()) WITH ('connector' = 'feed-test', 'feed' = 'none', 'mode' = 'append');
+  CREATE VIEW ev AS SELECT k, b * 2 AS b2, ts FROM e WHERE b >= 0;";
+
+fn session(feed: &str) -> std::result::Result<Session, String> {
+    let mut reg = ConnectorRegistry::new();
+    reg.register(Arc::new(FeedFactory));
+    let mut s = Session::new(reg);
+    for st in rsql_sql::parse_script(&DDL.replace("FEED", feed)).map_err(|e| e.to_string())? {
+        match &st.statement {
+            rsql_sql::Statement::CreateTable(ct) => {
+                s.create_table(ct, st.location).map_err(|e| e.to_string())?;
+            }
+            rsql_sql::Statement::CreateView { name, query, columns, .. } => {
+                s.create_view(name, columns, query, false, &st.text, st.location).map_err(|e| e.to_string())?;
+            }
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// EXPLAIN CHANGELOG_MODE of a query, or its planning error.
+fn explain(sql: &str) -> std::result::Result<String, String> {
+    let s = session("none")?;
+    let q = rsql_sql::parse_script(sql).map_err(|e| e.to_string())?;
+    let rsql_sql::Statement::Query(query) = &q[0].statement else { return Err("not a query".into()) };
+    let plan = s.plan_query(query, Location::default()).map_err(|e| e.to_string())?;
+    let create: SinkFactoryFn = Arc::new(|| Err(rsql_common::RsqlError::execution("not run")));
+    let g = s.build_job(&[], Some((&plan, create))).map_err(|e| e.to_string())?;
+    Ok(g.explain(true))
+}
+
+/// Runs `sql` over `events` cut into batches of `batch` rows; returns every output row as
+/// `kind|col|col...` in emission order.
+fn run(sql: &str, events: &[Event], batch: usize) -> std::result::Result<Vec<String>, String> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!("e{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    feeds().lock().unwrap().insert(name.clone(), events.chunks(batch.max(1)).map(|c| ChangeBatch::inserts(e_batch(c))).collect());
+    let s = session(&name)?;
+    let q = rsql_sql::parse_script(sql).map_err(|e| e.to_string())?;
+    let rsql_sql::Statement::Query(query) = &q[0].statement else { return Err("not a query".into()) };
+    let plan = s.plan_query(query, Location::default()).map_err(|e| e.to_string())?;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let o2 = out.clone();
+    let create: SinkFactoryFn = Arc::new(move || Ok(Box::new(Collect(o2.clone())) as Box<dyn Sink>));
+    let graph = s.build_job(&[], Some((&plan, create))).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let job = start_job(&graph, &JobOptions::default())?;
+        job.wait().await
+    })
+    .map_err(|e| e.to_string())?;
+    let batches = out.lock().unwrap().clone();
+    let mut rows = Vec::new();
+    for b in &batches {
+        for (r, k) in format_rows(&b.data).into_iter().zip(&b.kinds) {
+            rows.push(format!("{k}|{r}"));
+        }
+    }
+    Ok(rows)
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn line<'a>(plan: &'a str, node: &str) -> &'a str {
+    plan.lines().find(|l| l.contains(node)).unwrap_or_else(|| panic!("no {node} in\n{plan}"))
+}
+
+#[test]
+fn explain_shows_watermark_window_function_and_window_aggregate() {
+    let p = explain(
+        "SELECT window_start, window_end, k, COUNT(*) AS cnt, SUM(b) AS total FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, k",
+    )
+    .unwrap();
+    assert!(line(&p, "WindowAggregate(").contains(
+        "WindowAggregate(groupBy=[k], window=[TUMBLE(time_col=[ts], size=[10 s])], select=[k, count(Int64(1)), sum(e.b), start('w$) AS window_start, end('w$) AS window_end]), changelogMode=[I], uniqueKeys=[window_start, window_end, k]"
+    ), "{p}");
+    assert!(line(&p, "WindowTableFunction(").contains("WindowTableFunction(window=[TUMBLE(time_col=[ts], size=[10 s])]), changelogMode=[I]"), "{p}");
+    assert!(line(&p, "WatermarkAssigner(").contains("WatermarkAssigner(rowtime=[ts], watermark=[ts - INTERVAL '2' SECOND]), changelogMode=[I]"), "{p}");
+    // The sink sees an insert-only stream.
+    assert!(line(&p, "Sink(").contains("changelogMode=[I]"), "{p}");
+
+    let p = explain("SELECT * FROM TABLE(HOP(DATA => TABLE e, TIMECOL => DESCRIPTOR(ts), SLIDE => INTERVAL '5' SECOND, SIZE => INTERVAL '1' MINUTES, OFFSET => INTERVAL '1' SECOND))").unwrap();
+    assert!(line(&p, "WindowTableFunction(").contains("HOP(time_col=[ts], size=[1 min], slide=[5 s], offset=[1 s])"), "{p}");
+    let p = explain("SELECT window_start, window_end, SUM(b2) FROM TABLE(CUMULATE(TABLE ev, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY window_start, window_end").unwrap();
+    assert!(line(&p, "WindowAggregate(").contains("WindowAggregate(window=[CUMULATE(time_col=[ts], max_size=[10 s], step=[2 s])]"), "{p}");
+}
+
+/// Events of two keys, out of order within the 2 s watermark delay, then two late rows.
+fn events() -> Vec<Event> {
+    vec![
+        (1, 1, 1_000),
+        (2, 10, 3_000),
+        (1, 2, 2_000),
+        (1, 4, 9_999),
+        (2, 20, 10_000),
+        (1, 8, 8_000), // out of order, within the delay (watermark 8 s)
+        (1, 16, 14_000),
+        (2, 40, 12_500),
+        (1, 32, 21_000),   // watermark 19 s: [0, 10) fired at 9.999 s, [10, 20) at 19.999 s not yet
+        (1, 1000, 9_000),  // late for [0, 10): dropped
+        (2, 2000, 11_000), // [10, 20) still open: counted
+        (1, 64, 30_000),   // watermark 28 s: [10, 20) fires
+        (2, 3000, 19_000), // late
+        (1, 128, 35_000),
+    ]
+}
+
+#[test]
+fn tumble_aggregate_fires_per_watermark_and_drops_late_rows() {
+    let sql = "SELECT window_start, window_end, k, COUNT(*) AS cnt, SUM(b) AS total, MIN(b) AS mn, MAX(b) AS mx
+               FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, k";
+    // One row per batch: the watermark advances after every row, as Flink's does with
+    // 'pipeline.auto-watermark-interval' = '0'.
+    let rows = run(sql, &events(), 1).unwrap();
+    assert!(rows.iter().all(|r| r.starts_with("+I|")), "{rows:?}");
+    assert_eq!(
+        sorted(rows.clone()),
+        vec![
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:10|1|4|15|1|8",
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:10|2|1|10|10|10",
+            "+I|1970-01-01T00:00:10|1970-01-01T00:00:20|1|1|16|16|16",
+            "+I|1970-01-01T00:00:10|1970-01-01T00:00:20|2|3|2060|20|2000",
+            "+I|1970-01-01T00:00:20|1970-01-01T00:00:30|1|1|32|32|32",
+            "+I|1970-01-01T00:00:30|1970-01-01T00:00:40|1|2|192|64|128",
+        ]
+    );
+    // Windows come out in the order of their ends.
+    let ends: Vec<&str> = rows.iter().map(|r| r.split('|').nth(2).unwrap_or("")).collect();
+    let mut s = ends.clone();
+    s.sort();
+    assert_eq!(ends, s, "{rows:?}");
+    // One batch: the watermark moves only after it, so no row is late.
+    assert_eq!(
+        sorted(run(sql, &events(), 100).unwrap()),
+        vec![
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:10|1|5|1015|1|1000",
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:10|2|1|10|10|10",
+            "+I|1970-01-01T00:00:10|1970-01-01T00:00:20|1|1|16|16|16",
+            "+I|1970-01-01T00:00:10|1970-01-01T00:00:20|2|4|5060|20|3000",
+            "+I|1970-01-01T00:00:20|1970-01-01T00:00:30|1|1|32|32|32",
+            "+I|1970-01-01T00:00:30|1970-01-01T00:00:40|1|2|192|64|128",
+        ]
+    );
+}
+
+#[test]
+fn hop_and_cumulate_aggregates() {
+    let ev: Vec<Event> = vec![(1, 1, 1_000), (1, 2, 6_000), (1, 4, 11_000), (1, 8, 3_000)];
+    let hop = "SELECT window_start, window_end, SUM(b) AS s, COUNT(DISTINCT k) AS dk FROM TABLE(HOP(TABLE e, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)) GROUP BY window_start, window_end";
+    assert_eq!(
+        sorted(run(hop, &ev, 2).unwrap()),
+        vec![
+            "+I|1969-12-31T23:59:55|1970-01-01T00:00:05|9|1",
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:10|11|1",
+            "+I|1970-01-01T00:00:05|1970-01-01T00:00:15|6|1",
+            "+I|1970-01-01T00:00:10|1970-01-01T00:00:20|4|1",
+        ]
+    );
+    // AVG over an INT computes in DOUBLE here (the group aggregate's accumulator); Flink's is INT.
+    let cumulate = "SELECT window_start, window_end, window_time, SUM(b) AS s, FIRST_VALUE(b) AS f, LAST_VALUE(b) AS l, AVG(b) AS a FROM TABLE(CUMULATE(TABLE e, DESCRIPTOR(ts), INTERVAL '4' SECOND, INTERVAL '8' SECOND)) GROUP BY window_start, window_end, window_time";
+    assert_eq!(
+        sorted(run(cumulate, &ev, 1).unwrap()),
+        vec![
+            // The row at 3 s comes after the watermark passed 7.999 s: late for both its windows.
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:04|1970-01-01T00:00:03.999|1|1|1|1.0",
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:08|1970-01-01T00:00:07.999|3|1|2|1.5",
+            "+I|1970-01-01T00:00:08|1970-01-01T00:00:12|1970-01-01T00:00:11.999|4|4|4|4.0",
+            "+I|1970-01-01T00:00:08|1970-01-01T00:00:16|1970-01-01T00:00:15.999|4|4|4|4.0",
+        ]
+    );
+}
+
+#[test]
+fn plain_window_assignment_emits_each_row_per_window() {
+    let ev: Vec<Event> = vec![(1, 1, 1_000), (2, 2, 7_000)];
+    let rows = run("SELECT k, b, window_start, window_end, window_time FROM TABLE(HOP(TABLE e, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND))", &ev, 10).unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            "+I|1|1|1970-01-01T00:00:00|1970-01-01T00:00:10|1970-01-01T00:00:09.999",
+            "+I|1|1|1969-12-31T23:59:55|1970-01-01T00:00:05|1970-01-01T00:00:04.999",
+            "+I|2|2|1970-01-01T00:00:05|1970-01-01T00:00:15|1970-01-01T00:00:14.999",
+            "+I|2|2|1970-01-01T00:00:00|1970-01-01T00:00:10|1970-01-01T00:00:09.999",
+        ]
+    );
+    // Through a view, with a filter on the window columns and an alias.
+    let rows = run("SELECT w.k, w.b2 FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '5' SECOND)) AS w WHERE w.window_start >= TIMESTAMP '1970-01-01 00:00:05'", &ev, 10).unwrap();
+    assert_eq!(rows, vec!["+I|2|4"]);
+}
+
+#[test]
+fn tumble_aggregate_matches_datafusion_date_bin() {
+    let cases = std::env::var("RSQL_DIFF_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(30u64);
+    let sql = "SELECT window_start, window_end, k, COUNT(*) AS c, SUM(b) AS s, MIN(b) AS mn, MAX(b) AS mx FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts), INTERVAL '3' SECOND)) GROUP BY window_start, window_end, k";
+    let batch_sql = "SELECT date_bin(INTERVAL '3 seconds', ts) AS ws, date_bin(INTERVAL '3 seconds', ts) + INTERVAL '3 seconds' AS we, k, COUNT(*) AS c, SUM(b) AS s, MIN(b) AS mn, MAX(b) AS mx FROM e GROUP BY 1, 2, 3";
+    for seed in 0..cases {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        // Rising time with disorder below the 2 s watermark delay: nothing is late.
+        let mut t = 0i64;
+        let ev: Vec<Event> = (0..rng.random_range(1..120))
+            .map(|_| {
+                t += rng.random_range(0..700);
+                (rng.random_range(0..4), rng.random_range(-50..50), (t - rng.random_range(0..1999)).max(0))
+            })
+            .collect();
+        let got = run(sql, &ev, rng.random_range(1..10)).unwrap();
+        let got: Vec<String> = sorted(got.into_iter().map(|r| r.trim_start_matches("+I|").to_string()).collect());
+        let config = SessionConfig::new().with_target_partitions(1);
+        let ctx = SessionContext::new_with_config(config);
+        let mem = MemTable::try_new(e_schema(), vec![vec![e_batch(&ev)]]).unwrap();
+        ctx.register_table("e", Arc::new(mem)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let batches = rt.block_on(async { ctx.sql(batch_sql).await?.collect().await }).unwrap();
+        let want: Vec<String> = sorted(batches.iter().flat_map(format_rows).collect());
+        assert_eq!(got, want, "seed {seed}: events {ev:?}");
+    }
+}
+
+#[test]
+fn planning_errors_name_the_window_and_the_fix() {
+    let err = |sql: &str| explain(sql).expect_err(sql);
+    let e = err("SELECT * FROM TABLE(TUMBLE(TABLE u, DESCRIPTOR(ts), INTERVAL '10' SECOND))");
+    assert!(e.contains("TUMBLE(TABLE u, DESCRIPTOR(ts), INTERVAL '10' SECOND) needs an append-only input") && e.contains("changelogMode=[I,UB,UA,D]"), "{e}");
+    let e = err("SELECT * FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(b), INTERVAL '10' SECOND))");
+    assert!(e.contains("DESCRIPTOR(b): column 'b' of") && e.contains("is not a time attribute") && e.contains("WATERMARK FOR b"), "{e}");
+    let e = err("SELECT * FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(nope), INTERVAL '10' SECOND))");
+    assert!(e.contains("has no column 'nope'"), "{e}");
+    let e = err("SELECT * FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts), INTERVAL '0' SECOND))");
+    assert!(e.contains("SIZE must be a positive interval"), "{e}");
+    let e = err("SELECT * FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts), INTERVAL '1' MONTH))");
+    assert!(e.contains("SIZE must be a positive interval"), "{e}");
+    let e = err("SELECT * FROM TABLE(HOP(TABLE e, DESCRIPTOR(ts), INTERVAL '3' SECOND, INTERVAL '10' SECOND))");
+    assert!(e.contains("whole multiple of the slide (3 s)"), "{e}");
+    let e = err("SELECT * FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts)))");
+    assert!(e.contains("missing argument SIZE"), "{e}");
+    let e = err("SELECT * FROM TABLE(SESSION(TABLE e, DESCRIPTOR(ts), INTERVAL '10' SECOND))");
+    assert!(e.contains("SESSION window table function is not supported yet"), "{e}");
+    let e = err("SELECT * FROM TABLE(TUMBLE(TABLE p, DESCRIPTOR(pt), INTERVAL '10' SECOND))");
+    assert!(e.contains("processing-time windows"), "{e}");
+    let e = err("SELECT * FROM TABLE(TUMBLE(TABLE missing, DESCRIPTOR(ts), INTERVAL '10' SECOND))");
+    assert!(e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn window_time_is_a_rowtime_and_the_time_column_is_not() {
+    // Deduplication by window_time is event-time deduplication.
+    let p = explain("SELECT * FROM (SELECT k, window_time, ROW_NUMBER() OVER (PARTITION BY k ORDER BY window_time) AS rn FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts), INTERVAL '10' SECOND))) WHERE rn = 1").unwrap();
+    assert!(line(&p, "Deduplicate(").contains("order=[ROWTIME]"), "{p}");
+    let _ = RowKind::Insert;
+}
+
+/// The rows Apache Flink 2.3 (PyFlink mini-cluster, parallelism 1,
+/// 'pipeline.auto-watermark-interval' = '0' so that its watermark advances after every row)
+/// printed for the same events read from a CSV file (`events()`), same table and queries; the
+/// TUMBLE query is `tumble_aggregate_fires_per_watermark_and_drops_late_rows`, whose one-row
+/// batch expectation equals Flink's output row for row.
+#[test]
+fn matches_flink_on_the_same_events() {
+    let ev = events();
+    let hop = "SELECT window_start, window_end, SUM(b) AS s, COUNT(DISTINCT k) AS dk FROM TABLE(HOP(TABLE e, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)) GROUP BY window_start, window_end";
+    assert_eq!(
+        run(hop, &ev, 1).unwrap(),
+        vec![
+            "+I|1969-12-31T23:59:55|1970-01-01T00:00:05|13|2",
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:10|25|2",
+            "+I|1970-01-01T00:00:05|1970-01-01T00:00:15|88|2",
+            "+I|1970-01-01T00:00:10|1970-01-01T00:00:20|2076|2",
+            "+I|1970-01-01T00:00:15|1970-01-01T00:00:25|32|1",
+            "+I|1970-01-01T00:00:20|1970-01-01T00:00:30|32|1",
+            "+I|1970-01-01T00:00:25|1970-01-01T00:00:35|64|1",
+            "+I|1970-01-01T00:00:30|1970-01-01T00:00:40|192|1",
+            "+I|1970-01-01T00:00:35|1970-01-01T00:00:45|128|1",
+        ]
+    );
+    let cumulate = "SELECT window_start, window_end, window_time, SUM(b) AS s, MAX(b) AS mx FROM TABLE(CUMULATE(TABLE e, DESCRIPTOR(ts), INTERVAL '4' SECOND, INTERVAL '8' SECOND)) GROUP BY window_start, window_end, window_time";
+    assert_eq!(
+        run(cumulate, &ev, 1).unwrap(),
+        vec![
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:04|1970-01-01T00:00:03.999|13|10",
+            "+I|1970-01-01T00:00:00|1970-01-01T00:00:08|1970-01-01T00:00:07.999|13|10",
+            "+I|1970-01-01T00:00:08|1970-01-01T00:00:12|1970-01-01T00:00:11.999|32|20",
+            "+I|1970-01-01T00:00:08|1970-01-01T00:00:16|1970-01-01T00:00:15.999|88|40",
+            "+I|1970-01-01T00:00:16|1970-01-01T00:00:24|1970-01-01T00:00:23.999|32|32",
+            "+I|1970-01-01T00:00:24|1970-01-01T00:00:32|1970-01-01T00:00:31.999|64|64",
+            "+I|1970-01-01T00:00:32|1970-01-01T00:00:36|1970-01-01T00:00:35.999|128|128",
+            "+I|1970-01-01T00:00:32|1970-01-01T00:00:40|1970-01-01T00:00:39.999|128|128",
+        ]
+    );
+    let tvf = "SELECT k, b, window_start, window_end, window_time FROM TABLE(HOP(TABLE e, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)) WHERE b < 3";
+    assert_eq!(
+        run(tvf, &ev, 1).unwrap(),
+        vec![
+            "+I|1|1|1970-01-01T00:00:00|1970-01-01T00:00:10|1970-01-01T00:00:09.999",
+            "+I|1|1|1969-12-31T23:59:55|1970-01-01T00:00:05|1970-01-01T00:00:04.999",
+            "+I|1|2|1970-01-01T00:00:00|1970-01-01T00:00:10|1970-01-01T00:00:09.999",
+            "+I|1|2|1969-12-31T23:59:55|1970-01-01T00:00:05|1970-01-01T00:00:04.999",
+        ]
+    );
+}
