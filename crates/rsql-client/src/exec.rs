@@ -148,15 +148,19 @@ impl Client {
         }
     }
 
-    fn job_options(&self) -> JobOptions {
+    fn job_options(&self) -> Result<JobOptions> {
         let mut o = JobOptions::default();
+        // Processing-time TTL of join and group aggregate state; '0' (the default) keeps state forever.
+        if let Some(ttl) = self.config_duration("table.exec.state.ttl")? {
+            o.state_ttl = ttl;
+        }
         if let Some(v) = self.session.config.get("table.exec.mini-batch.size").and_then(|v| v.parse::<usize>().ok()) {
             o.batch_size = v.max(1);
         }
         if let Some(d) = self.session.config.get("table.exec.mini-batch.allow-latency").and_then(|v| parse_duration(v)) {
             o.max_batch_delay = d.max(Duration::from_millis(1));
         }
-        o
+        Ok(o)
     }
 
     fn result_mode(&self) -> Result<ResultMode> {
@@ -380,7 +384,7 @@ impl Client {
                 if let Ok(mut p) = printer.lock() {
                     *p = ResultPrinter::new(mode, &schema, insert_only).live(self.interactive && std::io::stdout().is_terminal());
                 }
-                let running = start_job(&graph, &self.job_options())?;
+                let running = start_job(&graph, &self.job_options()?)?;
                 let result = wait_interruptible(running.stop_handle(), running.wait()).await;
                 if let Ok(mut p) = printer.lock() {
                     let mut out = std::io::stdout().lock();
@@ -434,7 +438,7 @@ impl Client {
             (None, Some(script)) => format!("{script}-{}", self.job_counter),
             (None, None) => name.to_string(),
         };
-        let mut opts = self.job_options();
+        let mut opts = self.job_options()?;
         opts.checkpoint = self.checkpoint_options(&ckpt_job)?;
         if let Some(cp) = &opts.checkpoint {
             match &cp.restore {

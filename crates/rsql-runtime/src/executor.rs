@@ -30,6 +30,7 @@ use crate::operators::calc::Calc;
 use crate::operators::join::Join;
 use crate::operators::materializer::SinkMaterializer;
 use crate::operators::normalize::ChangelogNormalize;
+use crate::operators::state::StateTtl;
 use crate::operators::window::{WatermarkAssigner, WindowAggregate, WindowTableFunction};
 use crate::operators::{Operator, PassThrough};
 
@@ -46,11 +47,21 @@ pub struct JobOptions {
     pub checkpoint: Option<CheckpointOptions>,
     /// Counters to continue (a job restarted after a failure keeps counting); None: new ones.
     pub metrics: Option<Arc<JobMetrics>>,
+    /// `table.exec.state.ttl`: how long join and group aggregate state lives unwritten (zero:
+    /// forever).
+    pub state_ttl: Duration,
 }
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions { channel_capacity: 8, batch_size: 4096, max_batch_delay: Duration::from_millis(10), checkpoint: None, metrics: None }
+        JobOptions {
+            channel_capacity: 8,
+            batch_size: 4096,
+            max_batch_delay: Duration::from_millis(10),
+            checkpoint: None,
+            metrics: None,
+            state_ttl: Duration::ZERO,
+        }
     }
 }
 
@@ -129,24 +140,18 @@ impl Outputs {
     }
 }
 
-fn build_operator(graph: &JobGraph, id: NodeId) -> Result<Box<dyn Operator>> {
+fn build_operator(graph: &JobGraph, id: NodeId, ttl: &StateTtl) -> Result<Box<dyn Operator>> {
     let node = graph.node(id);
     let input_schema = |i: usize| graph.node(node.inputs[i]).schema.clone();
     Ok(match &node.kind {
         NodeKind::Calc { filter, exprs, .. } => Box::new(Calc::new(filter.clone(), exprs.clone(), node.schema.clone())),
         NodeKind::ChangelogNormalize { key } => Box::new(ChangelogNormalize::new(node.schema.clone(), key)?),
-        NodeKind::Join { kind, left_keys, right_keys, filter } => Box::new(Join::new(
-            *kind,
-            input_schema(0),
-            input_schema(1),
-            left_keys,
-            right_keys,
-            filter.clone(),
-            node.schema.clone(),
-        )?),
+        NodeKind::Join { kind, left_keys, right_keys, filter } => Box::new(
+            Join::new(*kind, input_schema(0), input_schema(1), left_keys, right_keys, filter.clone(), node.schema.clone())?.with_ttl(ttl.clone()),
+        ),
         NodeKind::GroupAggregate { group, aggs } => {
             let append_only = graph.node(node.inputs[0]).mode.is_insert_only();
-            Box::new(GroupAggregate::new(input_schema(0), group, aggs.clone(), node.schema.clone(), append_only)?)
+            Box::new(GroupAggregate::new(input_schema(0), group, aggs.clone(), node.schema.clone(), append_only)?.with_ttl(ttl.clone()))
         }
         NodeKind::Union => Box::new(PassThrough),
         NodeKind::SinkMaterializer { key } => Box::new(SinkMaterializer::new(node.schema.clone(), key)?),
@@ -565,6 +570,7 @@ impl RunningJob {
 /// Starts every task of the graph.
 pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let state_ttl = StateTtl::new(opts.state_ttl);
     let metrics = match &opts.metrics {
         Some(m) if m.nodes.len() == graph.nodes.len() => m.clone(),
         _ => Arc::new(JobMetrics {
@@ -760,7 +766,7 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 });
             }
             _ => {
-                let mut op = build_operator(graph, id)?;
+                let mut op = build_operator(graph, id, &state_ttl)?;
                 if let Some(state) = saved(id).filter(|s| !s.is_empty()) {
                     op.restore(state).map_err(|e| {
                         RsqlError::execution(format!("restoring the state of `{}` from the checkpoint: {e}", node.describe))

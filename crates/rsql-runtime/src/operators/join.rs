@@ -6,23 +6,30 @@
 //! degree): a row with no match is emitted padded with NULLs, and that padded row is retracted
 //! when a first match appears and emitted again when the last match goes away. Rows whose key
 //! holds a NULL never match, as in SQL.
-
-use std::collections::HashMap;
+//!
+//! A batch's keys and rows are encoded once with arrow's row format; each side's state is a
+//! keyed slot store of per-key row lists, and output rows are collected as byte ranges in one
+//! buffer and decoded into columns once per batch. With `table.exec.state.ttl` each stored row
+//! expires when it was not written (stored, or its degree changed) for the TTL, as Flink's
+//! per-row join state does: expired rows are dropped when their key is next accessed and by an
+//! incremental sweep, and are never matched again.
 
 use rsql_common::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray};
 use rsql_common::arrow::datatypes::SchemaRef;
 use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
 
-use super::state::{RowCodec, StateReader, StateWriter};
+use super::state::{KeyedStore, RowCodec, StateReader, StateTtl, StateWriter};
 use super::Operator;
 use crate::graph::{JoinKind, PhysExpr};
 
 /// One stored row and how many rows of the other side it currently matches.
 #[derive(Clone, Debug)]
 struct Entry {
-    row: Vec<u8>,
+    row: Box<[u8]>,
     degree: u32,
+    /// Processing time of the last write (0 without a TTL).
+    written: u64,
 }
 
 struct Side {
@@ -30,7 +37,7 @@ struct Side {
     row: RowCodec,
     key_indices: Vec<usize>,
     outer: bool,
-    state: HashMap<Vec<u8>, Vec<Entry>>,
+    state: KeyedStore<Vec<Entry>>,
     null_row: Vec<u8>,
 }
 
@@ -44,19 +51,68 @@ impl Side {
             row,
             key_indices: keys.to_vec(),
             outer,
-            state: HashMap::new(),
+            state: KeyedStore::default(),
             null_row,
         })
     }
+
+    /// The slot of `key` with its expired rows dropped (None when nothing is left).
+    fn find_live(&mut self, key: &[u8], ttl: &StateTtl, now: u64) -> Option<u32> {
+        let id = self.state.find(key)?;
+        if ttl.enabled() {
+            let slot = self.state.get_mut(id)?;
+            if slot.value.iter().any(|e| ttl.expired(e.written, now)) {
+                slot.value.retain(|e| !ttl.expired(e.written, now));
+                if slot.value.is_empty() {
+                    self.state.remove(id);
+                    return None;
+                }
+            }
+        }
+        Some(id)
+    }
 }
 
-/// A row of output: left bytes, right bytes (None = NULL padding), kind.
-type OutRow = (Option<Vec<u8>>, Option<Vec<u8>>, RowKind);
+/// Output rows of a batch: left and right row bytes as ranges of one buffer (None = NULL
+/// padding), and row kinds.
+#[derive(Default)]
+struct OutBuf {
+    bytes: Vec<u8>,
+    rows: Vec<[Option<(usize, usize)>; 2]>,
+    kinds: Vec<RowKind>,
+}
+
+impl OutBuf {
+    fn range(&mut self, b: Option<&[u8]>) -> Option<(usize, usize)> {
+        b.map(|b| {
+            let at = self.bytes.len();
+            self.bytes.extend_from_slice(b);
+            (at, b.len())
+        })
+    }
+
+    /// Appends a row made of `mine` (side `s`) and `other` (the other side).
+    fn push(&mut self, s: usize, mine: Option<&[u8]>, other: Option<&[u8]>, kind: RowKind) {
+        let (l, r) = if s == 0 { (mine, other) } else { (other, mine) };
+        let l = self.range(l);
+        let r = self.range(r);
+        self.rows.push([l, r]);
+        self.kinds.push(kind);
+    }
+
+    fn side<'a>(&'a self, i: usize, null_row: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.rows.iter().map(move |r| match r[i] {
+            Some((at, len)) => &self.bytes[at..at + len],
+            None => null_row,
+        })
+    }
+}
 
 pub struct Join {
     sides: [Side; 2],
     filter: Option<PhysExpr>,
     schema: SchemaRef,
+    ttl: StateTtl,
 }
 
 impl Join {
@@ -73,111 +129,123 @@ impl Join {
             sides: [Side::new(left, left_keys, kind.left_outer())?, Side::new(right, right_keys, kind.right_outer())?],
             filter,
             schema,
+            ttl: StateTtl::default(),
         })
     }
 
-    /// Builds output columns from (left, right) row bytes.
-    fn build(&self, rows: &[OutRow]) -> Result<RecordBatch> {
+    /// Bounds both sides' state with a TTL (`table.exec.state.ttl`).
+    pub fn with_ttl(mut self, ttl: StateTtl) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Builds output columns from collected rows.
+    fn build(&self, rows: &OutBuf) -> Result<RecordBatch> {
         let l = &self.sides[0];
         let r = &self.sides[1];
-        let mut cols = l.row.decode(rows.iter().map(|(a, _, _)| a.as_deref().unwrap_or(&l.null_row)))?;
-        cols.extend(r.row.decode(rows.iter().map(|(_, b, _)| b.as_deref().unwrap_or(&r.null_row)))?);
+        let mut cols = l.row.decode(rows.side(0, &l.null_row))?;
+        cols.extend(r.row.decode(rows.side(1, &r.null_row))?);
         let cols = super::conform(cols, &self.schema)?;
         Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
     }
 
-    /// Which of `candidates` (rows of the other side) satisfy the non-equi condition with `row`.
-    fn filter_matches(&self, s: usize, row: &[u8], candidates: &[Vec<u8>]) -> Result<Vec<bool>> {
-        let Some(f) = &self.filter else { return Ok(vec![true; candidates.len()]) };
-        if candidates.is_empty() {
-            return Ok(Vec::new());
+    /// Indices of the rows in the other side's slot `other` that match `row` (side `s`): all of
+    /// them without a non-equi condition, else those satisfying it.
+    fn matches(&self, s: usize, row: &[u8], other: Option<u32>, into: &mut Vec<usize>) -> Result<()> {
+        into.clear();
+        let Some(entries) = other.and_then(|id| self.sides[1 - s].state.get(id)).map(|slot| &slot.value) else { return Ok(()) };
+        let Some(f) = &self.filter else {
+            into.extend(0..entries.len());
+            return Ok(());
+        };
+        if entries.is_empty() {
+            return Ok(());
         }
-        let pairs: Vec<OutRow> = candidates
-            .iter()
-            .map(|c| if s == 0 { (Some(row.to_vec()), Some(c.clone()), RowKind::Insert) } else { (Some(c.clone()), Some(row.to_vec()), RowKind::Insert) })
-            .collect();
+        let mut pairs = OutBuf::default();
+        for e in entries {
+            pairs.push(s, Some(row), Some(&e.row), RowKind::Insert);
+        }
         let batch = self.build(&pairs)?;
         let v = f.evaluate(&batch)?.into_array(batch.num_rows())?;
         let m = v.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| RsqlError::execution("join condition is not BOOLEAN"))?;
-        Ok((0..m.len()).map(|i| m.is_valid(i) && m.value(i)).collect())
+        into.extend((0..m.len()).filter(|&i| m.is_valid(i) && m.value(i)));
+        Ok(())
     }
 
-    fn pair(s: usize, mine: Option<Vec<u8>>, other: Option<Vec<u8>>, kind: RowKind) -> OutRow {
-        if s == 0 {
-            (mine, other, kind)
-        } else {
-            (other, mine, kind)
-        }
-    }
-
-    fn process_row(&mut self, s: usize, key: &[u8], key_null: bool, row: Vec<u8>, kind: RowKind, out: &mut Vec<OutRow>) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    fn process_row(&mut self, s: usize, key: &[u8], key_null: bool, row: &[u8], kind: RowKind, now: u64, matched: &mut Vec<usize>, out: &mut OutBuf) -> Result<()> {
         let o = 1 - s;
         let other_outer = self.sides[o].outer;
         let self_outer = self.sides[s].outer;
-        // Candidate rows of the other side for this key.
-        let candidates: Vec<Vec<u8>> = if key_null {
-            Vec::new()
-        } else {
-            self.sides[o].state.get(key).map(|v| v.iter().map(|e| e.row.clone()).collect()).unwrap_or_default()
-        };
-        let pass = self.filter_matches(s, &row, &candidates)?;
-        let matched: Vec<usize> = pass.iter().enumerate().filter(|(_, p)| **p).map(|(i, _)| i).collect();
+        let ttl = &self.ttl;
+        let other = if key_null { None } else { self.sides[o].find_live(key, ttl, now) };
+        self.matches(s, row, other, matched)?;
 
         if kind.is_accumulate() {
-            if !matched.is_empty() {
+            if let Some(slot) = other.and_then(|id| self.sides[o].state.get_mut(id)) {
                 // Update the other side's degrees and emit the joined rows.
-                if let Some(entries) = self.sides[o].state.get_mut(key) {
-                    for &i in &matched {
-                        let e = &mut entries[i];
-                        if other_outer {
-                            if e.degree == 0 {
-                                out.push(Self::pair(o, Some(e.row.clone()), None, RowKind::Delete));
-                            }
-                            e.degree += 1;
+                let k = if self_outer || other_outer { RowKind::Insert } else { kind };
+                for &i in matched.iter() {
+                    let e = &mut slot.value[i];
+                    if other_outer {
+                        if e.degree == 0 {
+                            out.push(o, Some(&e.row), None, RowKind::Delete);
                         }
-                        let k = if self_outer || other_outer { RowKind::Insert } else { kind };
-                        out.push(Self::pair(s, Some(row.clone()), Some(e.row.clone()), k));
+                        e.degree += 1;
+                        e.written = now;
                     }
+                    out.push(s, Some(row), Some(&e.row), k);
                 }
-            } else if self_outer {
-                out.push(Self::pair(s, Some(row.clone()), None, RowKind::Insert));
+                if other_outer && !matched.is_empty() {
+                    slot.written = now;
+                }
             }
-            self.sides[s].state.entry(key.to_vec()).or_default().push(Entry { row, degree: matched.len() as u32 });
+            if matched.is_empty() && self_outer {
+                out.push(s, Some(row), None, RowKind::Insert);
+            }
+            let entry = Entry { row: row.into(), degree: matched.len() as u32, written: now };
+            let side = &mut self.sides[s];
+            match side.find_live(key, ttl, now).and_then(|id| side.state.get_mut(id)) {
+                Some(slot) => {
+                    slot.value.push(entry);
+                    slot.written = now;
+                }
+                None => {
+                    side.state.insert(key, vec![entry], now);
+                }
+            }
         } else {
-            // Remove one stored occurrence; a retraction of a row never seen is dropped.
-            let removed = match self.sides[s].state.get_mut(key) {
-                Some(list) => match list.iter().rposition(|e| e.row == row) {
-                    Some(p) => {
-                        list.remove(p);
-                        if list.is_empty() {
-                            self.sides[s].state.remove(key);
-                        }
-                        true
-                    }
-                    None => false,
-                },
-                None => false,
-            };
-            if !removed {
-                return Ok(());
+            // Remove one stored occurrence; a retraction of a row never seen (or expired) is
+            // dropped.
+            let side = &mut self.sides[s];
+            let Some(id) = side.find_live(key, ttl, now) else { return Ok(()) };
+            let Some(slot) = side.state.get_mut(id) else { return Ok(()) };
+            let Some(p) = slot.value.iter().rposition(|e| &*e.row == row) else { return Ok(()) };
+            slot.value.remove(p);
+            if slot.value.is_empty() {
+                side.state.remove(id);
             }
             if matched.is_empty() {
                 if self_outer {
-                    out.push(Self::pair(s, Some(row), None, RowKind::Delete));
+                    out.push(s, Some(row), None, RowKind::Delete);
                 }
                 return Ok(());
             }
-            if let Some(entries) = self.sides[o].state.get_mut(key) {
-                for &i in &matched {
-                    let e = &mut entries[i];
-                    let k = if self_outer || other_outer { RowKind::Delete } else { kind };
-                    out.push(Self::pair(s, Some(row.clone()), Some(e.row.clone()), k));
+            if let Some(slot) = other.and_then(|id| self.sides[o].state.get_mut(id)) {
+                let k = if self_outer || other_outer { RowKind::Delete } else { kind };
+                for &i in matched.iter() {
+                    let e = &mut slot.value[i];
+                    out.push(s, Some(row), Some(&e.row), k);
                     if other_outer {
                         e.degree = e.degree.saturating_sub(1);
+                        e.written = now;
                         if e.degree == 0 {
-                            out.push(Self::pair(o, Some(e.row.clone()), None, RowKind::Insert));
+                            out.push(o, Some(&e.row), None, RowKind::Insert);
                         }
                     }
+                }
+                if other_outer {
+                    slot.written = now;
                 }
             }
         }
@@ -191,16 +259,24 @@ impl Operator for Join {
         let keys = self.sides[s].key.encode(batch.data.columns())?;
         let rows = self.sides[s].row.encode(batch.data.columns())?;
         let key_cols: Vec<ArrayRef> = self.sides[s].key_indices.iter().map(|i| batch.data.column(*i).clone()).collect();
-        let mut emitted: Vec<OutRow> = Vec::new();
+        let now = self.ttl.now();
+        let mut emitted = OutBuf::default();
+        let mut matched = Vec::new();
         for i in 0..batch.num_rows() {
             let key_null = key_cols.iter().any(|c| c.is_null(i));
-            let key = keys.row(i).as_ref().to_vec();
-            let row = rows.row(i).as_ref().to_vec();
-            self.process_row(s, &key, key_null, row, batch.kinds[i], &mut emitted)?;
+            self.process_row(s, keys.row(i).data(), key_null, rows.row(i).data(), batch.kinds[i], now, &mut matched, &mut emitted)?;
         }
-        if !emitted.is_empty() {
+        if self.ttl.enabled() {
+            // Incremental cleanup of keys whose every row has expired.
+            let ttl = self.ttl.clone();
+            let budget = batch.num_rows().max(64) * 2;
+            for side in &mut self.sides {
+                side.state.sweep(budget, |slot| ttl.expired(slot.written, now));
+            }
+        }
+        if !emitted.kinds.is_empty() {
             let data = self.build(&emitted)?;
-            out.push(ChangeBatch::new(data, emitted.into_iter().map(|(_, _, k)| k).collect()));
+            out.push(ChangeBatch::new(data, std::mem::take(&mut emitted.kinds)));
         }
         Ok(())
     }
@@ -209,12 +285,14 @@ impl Operator for Join {
         let mut w = StateWriter::default();
         for side in &self.sides {
             w.u64(side.state.len() as u64);
-            for (k, list) in &side.state {
-                w.bytes(k);
-                w.u64(list.len() as u64);
-                for e in list {
+            for (_, slot) in side.state.iter() {
+                w.bytes(&slot.key);
+                w.u64(slot.written);
+                w.u64(slot.value.len() as u64);
+                for e in &slot.value {
                     w.bytes(&e.row);
                     w.u64(e.degree as u64);
+                    w.u64(e.written);
                 }
             }
         }
@@ -226,24 +304,29 @@ impl Operator for Join {
         for side in &mut self.sides {
             side.state.clear();
             for _ in 0..r.u64()? {
-                let k = r.bytes()?.to_vec();
+                let k = r.bytes()?;
+                let written = r.u64()?;
                 let n = r.u64()?;
                 let mut list = Vec::new();
                 for _ in 0..n {
-                    let row = r.bytes()?.to_vec();
-                    let degree = r.u64()? as u32;
-                    list.push(Entry { row, degree });
+                    let row = r.bytes()?.into();
+                    let degree = u32::try_from(r.u64()?).map_err(|_| RsqlError::execution("join snapshot is corrupt"))?;
+                    list.push(Entry { row, degree, written: r.u64()? });
                 }
-                side.state.insert(k, list);
+                if side.state.find(k).is_some() {
+                    return Err(RsqlError::execution("join snapshot is corrupt: a key appears twice"));
+                }
+                side.state.insert(k, list, written);
             }
         }
         Ok(())
     }
 
     fn state_size(&self) -> usize {
+        let entry = std::mem::size_of::<Entry>();
         self.sides
             .iter()
-            .map(|s| s.state.iter().map(|(k, l)| k.len() + 48 + l.iter().map(|e| e.row.len() + 28).sum::<usize>()).sum::<usize>())
+            .map(|s| s.state.iter().map(|(_, slot)| slot.key.len() + 48 + slot.value.iter().map(|e| e.row.len() + entry).sum::<usize>()).sum::<usize>())
             .sum()
     }
 }
@@ -314,5 +397,38 @@ mod tests {
         b.process(1, next, &mut ob).unwrap();
         assert_eq!(show(&oa), show(&ob));
         assert!(b.restore(&snap[..snap.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn state_ttl_expires_rows_that_were_not_written() {
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        let now = std::sync::Arc::new(AtomicU64::new(0));
+        let read = now.clone();
+        let ttl = StateTtl::with_clock(std::time::Duration::from_millis(100), std::sync::Arc::new(move || read.load(SeqCst)));
+        let (l, r) = (schema(&["lk", "lv"], false), schema(&["rk", "rv"], false));
+        let mut j = join(JoinKind::Inner).with_ttl(ttl.clone());
+        let mut out = Vec::new();
+        j.process(1, batch(&r, &[("+I", &[1, 10])]), &mut out).unwrap();
+        now.store(50, SeqCst);
+        j.process(0, batch(&l, &[("+I", &[1, 100])]), &mut out).unwrap();
+        // The right row was written at 0: expired at 120, so it no longer matches.
+        now.store(120, SeqCst);
+        j.process(0, batch(&l, &[("+I", &[1, 101])]), &mut out).unwrap();
+        // Its retraction finds nothing to take back; the left row of 50 is still there and goes.
+        now.store(130, SeqCst);
+        j.process(1, batch(&r, &[("-D", &[1, 10])]), &mut out).unwrap();
+        j.process(0, batch(&l, &[("-D", &[1, 100])]), &mut out).unwrap();
+        assert_eq!(show(&out), vec!["+I[1, 100, 1, 10]"]);
+        assert_eq!(j.sides[0].state.len(), 1);
+        // Write timestamps survive a snapshot, and the sweep drops keys nobody reads again.
+        let mut k = join(JoinKind::Inner).with_ttl(ttl);
+        k.restore(&j.snapshot().unwrap()).unwrap();
+        now.store(219, SeqCst);
+        k.process(1, batch(&r, &[("+I", &[2, 20])]), &mut out).unwrap();
+        assert_eq!(k.sides[0].state.len(), 1);
+        now.store(220, SeqCst);
+        k.process(1, batch(&r, &[("+I", &[3, 30])]), &mut out).unwrap();
+        assert_eq!(k.sides[0].state.len(), 0);
+        assert_eq!(k.sides[1].state.len(), 2);
     }
 }

@@ -2,6 +2,8 @@
 //! ones keep keyed state encoded with arrow's row format and can snapshot it to bytes.
 
 pub mod aggregate;
+#[cfg(test)]
+mod bench;
 pub mod calc;
 pub mod join;
 pub mod lookup_join;

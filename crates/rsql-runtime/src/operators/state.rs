@@ -1,6 +1,13 @@
 //! Keyed state helpers: rows and keys encoded with arrow's row format (compact, comparable, and
-//! hashable as bytes), and a small length-prefixed encoding for snapshots.
+//! hashable as bytes), the keyed slot store the join and the group aggregate keep their state in,
+//! state time-to-live (`table.exec.state.ttl`), and a small length-prefixed encoding for snapshots.
 
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 use rsql_common::arrow::array::ArrayRef;
 use rsql_common::arrow::datatypes::SchemaRef;
 use rsql_common::arrow::row::{RowConverter, Rows, SortField};
@@ -34,6 +41,179 @@ impl RowCodec {
         let parser = self.converter.parser();
         let parsed: Vec<_> = rows.into_iter().map(|b| parser.parse(b)).collect();
         Ok(self.converter.convert_rows(parsed)?)
+    }
+}
+
+/// Processing-time state TTL as in Flink's `table.exec.state.ttl`: a key's state that was not
+/// written for the TTL is expired (OnCreateAndWrite), never returned (NeverReturnExpired), and
+/// cleaned up when it is next accessed and by an incremental sweep. A TTL of zero is off.
+#[derive(Clone)]
+pub struct StateTtl {
+    ttl_ms: u64,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for StateTtl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateTtl({} ms)", self.ttl_ms)
+    }
+}
+
+impl Default for StateTtl {
+    fn default() -> Self {
+        StateTtl::new(Duration::ZERO)
+    }
+}
+
+impl StateTtl {
+    /// A TTL on the wall clock (milliseconds since the epoch); zero turns it off.
+    pub fn new(ttl: Duration) -> Self {
+        StateTtl::with_clock(
+            ttl,
+            Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)),
+        )
+    }
+
+    /// A TTL on a given clock returning milliseconds (tests drive time by hand).
+    pub fn with_clock(ttl: Duration, clock: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+        StateTtl { ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX), clock }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.ttl_ms > 0
+    }
+
+    /// The current processing time in milliseconds; 0 when the TTL is off (no clock is read).
+    pub fn now(&self) -> u64 {
+        if self.enabled() {
+            (self.clock)()
+        } else {
+            0
+        }
+    }
+
+    /// Whether state last written at `written` has expired at `now`.
+    pub fn expired(&self, written: u64, now: u64) -> bool {
+        self.ttl_ms > 0 && now.saturating_sub(written) >= self.ttl_ms
+    }
+}
+
+/// One key's state in a [`KeyedStore`].
+pub struct Slot<T> {
+    pub key: Box<[u8]>,
+    pub value: T,
+    /// Processing time of the last write (milliseconds; 0 when no TTL is set).
+    pub written: u64,
+}
+
+/// Keyed state: a slab of slots (each holding its key bytes once) and a hash table of slot
+/// indices. Slot ids stay stable until the slot is removed, so a batch can resolve every row's
+/// key once and then update state by index.
+pub struct KeyedStore<T> {
+    index: HashTable<u32>,
+    slots: Vec<Option<Slot<T>>>,
+    free: Vec<u32>,
+    hasher: FixedState,
+    sweep_at: usize,
+}
+
+impl<T> Default for KeyedStore<T> {
+    fn default() -> Self {
+        KeyedStore { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), hasher: FixedState::with_seed(0x5eed), sweep_at: 0 }
+    }
+}
+
+impl<T> KeyedStore<T> {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The slot holding `key`.
+    pub fn find(&self, key: &[u8]) -> Option<u32> {
+        let h = self.hash(key);
+        let slots = &self.slots;
+        self.index.find(h, |&i| slots[i as usize].as_ref().is_some_and(|s| &*s.key == key)).copied()
+    }
+
+    /// Adds `key` (which must not be present) and returns its slot.
+    pub fn insert(&mut self, key: &[u8], value: T, written: u64) -> u32 {
+        let slot = Slot { key: key.into(), value, written };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(slot);
+                id
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let h = self.hash(key);
+        let slots = &self.slots;
+        let hasher = &self.hasher;
+        self.index.insert_unique(h, id, |&i| slots[i as usize].as_ref().map(|s| hasher.hash_one(&*s.key)).unwrap_or(0));
+        id
+    }
+
+    /// The slot `id` (a live slot returned by `find` or `insert`).
+    pub fn get(&self, id: u32) -> Option<&Slot<T>> {
+        self.slots.get(id as usize).and_then(|s| s.as_ref())
+    }
+
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Slot<T>> {
+        self.slots.get_mut(id as usize).and_then(|s| s.as_mut())
+    }
+
+    /// Removes slot `id` and returns it.
+    pub fn remove(&mut self, id: u32) -> Option<Slot<T>> {
+        let key_hash = self.slots.get(id as usize)?.as_ref().map(|s| self.hash(&s.key))?;
+        if let Ok(e) = self.index.find_entry(key_hash, |&i| i == id) {
+            e.remove();
+        }
+        self.free.push(id);
+        self.slots[id as usize].take()
+    }
+
+    /// Live slots with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Slot<T>)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i as u32, s)))
+    }
+
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.sweep_at = 0;
+    }
+
+    /// Incremental cleanup: looks at the next `budget` slots (wrapping around) and removes those
+    /// for which `expired` holds. Returns how many were removed.
+    pub fn sweep(&mut self, budget: usize, mut expired: impl FnMut(&Slot<T>) -> bool) -> usize {
+        let n = self.slots.len();
+        if n == 0 {
+            return 0;
+        }
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            if self.sweep_at >= n {
+                self.sweep_at = 0;
+            }
+            let id = self.sweep_at as u32;
+            self.sweep_at += 1;
+            if self.slots[id as usize].as_ref().is_some_and(&mut expired) {
+                self.remove(id);
+                removed += 1;
+            }
+        }
+        removed
     }
 }
 
@@ -89,5 +269,42 @@ impl<'a> StateReader<'a> {
     }
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_store_finds_reuses_and_sweeps_slots() {
+        let mut s: KeyedStore<i32> = KeyedStore::default();
+        let a = s.insert(b"a", 1, 10);
+        let b = s.insert(b"bb", 2, 20);
+        assert_eq!(s.find(b"a"), Some(a));
+        assert_eq!(s.find(b"bb"), Some(b));
+        assert_eq!(s.find(b"c"), None);
+        assert_eq!(s.remove(a).map(|x| x.value), Some(1));
+        assert_eq!(s.find(b"a"), None);
+        // The freed slot is reused.
+        let c = s.insert(b"c", 3, 30);
+        assert_eq!(c, a);
+        assert_eq!(s.len(), 2);
+        for i in 0..1000 {
+            s.insert(format!("k{i}").as_bytes(), i, 100 + i as u64);
+        }
+        assert_eq!(s.find(b"k999").and_then(|id| s.get(id)).map(|x| x.value), Some(999));
+        // A sweep with a small budget removes only what it looks at; enough sweeps clear all.
+        let ttl = StateTtl::with_clock(Duration::from_millis(50), Arc::new(|| 0));
+        let removed = s.sweep(10, |slot| ttl.expired(slot.written, 1000));
+        assert_eq!(removed, 10);
+        s.sweep(2000, |slot| ttl.expired(slot.written, 1000));
+        // Written at 951 or later: not expired at 1000.
+        assert_eq!(s.len(), 149);
+        assert!(s.iter().all(|(_, x)| x.written >= 951));
+        assert_eq!(s.find(b"k850"), None);
+        assert!(!ttl.expired(1000, 1049));
+        assert!(ttl.expired(1000, 1050));
+        assert!(!StateTtl::default().expired(0, u64::MAX));
     }
 }
