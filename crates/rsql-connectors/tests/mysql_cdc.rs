@@ -12,7 +12,7 @@ use rsql_common::builder::{datum_at, parse_timestamp, Datum};
 use rsql_common::catalog::{ColumnDef, ColumnKind, ObjectPath, OptionValue, TableDef};
 use rsql_common::types::{FlinkType, LogicalType, MAX_LENGTH};
 use rsql_common::{Location, RowKind};
-use rsql_connectors::mysql_cdc::MySqlCdcFactory;
+use rsql_connectors::mysql_cdc::{BinlogPosition, MySqlCdcFactory};
 use rsql_runtime::{ConnectorFactory, Message, ProducedColumn, SourceContext};
 use tokio::sync::{mpsc, watch};
 
@@ -787,4 +787,323 @@ async fn restarts_from_saved_positions_without_loss_or_duplicates() {
     r.until(120, "the final state", |r| state_as_strings(r) == want).await;
     let r = r.stop().await;
     assert_eq!(state_as_strings(&r), want);
+}
+
+/// The binlog position inside a saved source position.
+fn saved_binlog(p: &[u8]) -> BinlogPosition {
+    let v: serde_json::Value = serde_json::from_slice(p).unwrap();
+    BinlogPosition::parse(v["binlog"].as_str().unwrap()).unwrap()
+}
+
+async fn binlog_end(c: &mut Conn) -> BinlogPosition {
+    let row: mysql_async::Row = c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+    BinlogPosition::new(row.get::<String, _>(0).unwrap(), row.get::<u64, _>(1).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_to_uncaptured_tables_advance_the_position() {
+    let (mut c, db) = fresh_db("idle").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))").await.unwrap();
+    c.query_drop("CREATE TABLE other (id INT PRIMARY KEY)").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'a')").await.unwrap();
+    let t = table_def(&db, "t", &[("id", nn(FlinkType::Int)), ("v", s())], &[], &[]);
+    let mut r = start(&t);
+    r.until(30, "the snapshot", |r| r.state.len() == 1).await;
+    r.until(30, "a position in the binlog phase", |r| r.positions.iter().any(|(_, p)| in_binlog_phase(p))).await;
+    let before = saved_binlog(&r.positions.last().unwrap().1);
+
+    for i in 0..20 {
+        c.query_drop(format!("INSERT INTO other VALUES ({i})")).await.unwrap();
+    }
+    let end = binlog_end(&mut c).await;
+    assert!(end.reached(&before) && end != before);
+    r.until(30, "a position past the other table's changes", |r| {
+        r.positions.last().is_some_and(|(_, p)| saved_binlog(p).reached(&end))
+    })
+    .await;
+    let (state, pos) = r.positions.last().cloned().unwrap();
+    let r = r.stop().await;
+    assert_eq!(r.changes.len(), 1, "the other table's rows are not emitted");
+
+    // Resuming there reads only what came later.
+    c.query_drop("INSERT INTO t VALUES (2, 'b')").await.unwrap();
+    let mut r = start_at(&t, Some(&pos), 1000);
+    r.state = state;
+    r.until(30, "the new row", |r| r.state.len() == 2).await;
+    let r = r.stop().await;
+    assert_eq!(r.changes.len(), 1);
+}
+
+/// The sequence number of replication domain 0 in a MariaDB GTID position.
+fn domain0_seq(gtids: &str) -> u64 {
+    gtids
+        .split(',')
+        .find_map(|g| g.trim().strip_prefix("0-").and_then(|r| r.split('-').nth(1)).and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("no domain 0 in '{gtids}'"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn specific_offset_gtid_set_starts_after_it_and_positions_carry_gtids() {
+    let (mut c, db) = fresh_db("gtid").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'before')").await.unwrap();
+    let gtid: String = c.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    c.query_drop("INSERT INTO t VALUES (2, 'after')").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (3, 'after')").await.unwrap();
+    let last: String = c.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    let t = table_def(
+        &db,
+        "t",
+        &[("id", nn(FlinkType::Int)), ("v", s())],
+        &[],
+        &[("scan.startup.mode", "specific-offset"), ("scan.startup.specific-offset.gtid-set", gtid.as_str())],
+    );
+    let mut r = start(&t);
+    r.until(30, "the rows after the GTID", |r| r.state.len() == 2).await;
+    r.until(30, "a position with the GTIDs", |r| {
+        r.positions.last().is_some_and(|(_, p)| {
+            let b = saved_binlog(p);
+            !b.file.is_empty() && domain0_seq(&b.gtid_set) >= domain0_seq(&last)
+        })
+    })
+    .await;
+    let r = r.stop().await;
+    assert_eq!(r.state.keys().cloned().collect::<Vec<_>>(), vec![key(&Datum::Int(2)), key(&Datum::Int(3))]);
+
+    // A position known only by its GTIDs (as saved before the first event with an offset came)
+    // resumes by GTID too.
+    let saved = serde_json::json!({ "binlog": format!(":4:{last}"), "snapshot": null }).to_string();
+    c.query_drop("INSERT INTO t VALUES (4, 'later')").await.unwrap();
+    let mut r = start_at(&t, Some(saved.as_bytes()), 1000);
+    r.until(30, "the row after the saved GTIDs", |r| r.state.len() == 1).await;
+    let r = r.stop().await;
+    assert_eq!(r.state.keys().cloned().collect::<Vec<_>>(), vec![key(&Datum::Int(4))]);
+
+    // A MySQL notation on MariaDB is refused with what to write instead.
+    let t = table_def(
+        &db,
+        "t",
+        &[("id", nn(FlinkType::Int)), ("v", s())],
+        &[],
+        &[
+            ("scan.startup.mode", "specific-offset"),
+            ("scan.startup.specific-offset.gtid-set", "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"),
+        ],
+    );
+    let e = start_error(&t).await;
+    assert!(e.contains("MySQL's notation") && e.contains("0-1-42"), "{e}");
+}
+
+/// Snapshot of a table whose primary key is not one integer (`ddl`'s key columns get the values
+/// `key_of(i)`; `move_to(i)` assigns another key), split into small chunks while a writer changes values, deletes, inserts and
+/// moves rows to other keys; the result must equal the table.
+async fn chunked_by_key_under_concurrent_writes(
+    name: &str,
+    ddl: &str,
+    key_cols: &str,
+    key_of: fn(i64) -> String,
+    move_to: fn(i64) -> String,
+) {
+    let (mut c, db) = fresh_db(name).await;
+    c.query_drop(ddl).await.unwrap();
+    let values: Vec<String> = (1..=3000).map(|i| format!("({}, {i}, {i})", key_of(i))).collect();
+    c.query_drop(format!("INSERT INTO t ({key_cols}, id, v) VALUES {}", values.join(","))).await.unwrap();
+    let t = table_def(
+        &db,
+        "t",
+        &[("id", nn(FlinkType::Int)), ("v", n(FlinkType::Int))],
+        &[],
+        &[("scan.incremental.snapshot.chunk.size", "200")],
+    );
+    let writer_db = db.clone();
+    let key_cols = key_cols.to_string();
+    let writer = tokio::spawn(async move {
+        let mut w = conn().await;
+        w.query_drop(format!("USE {writer_db}")).await.unwrap();
+        let mut seed: u64 = 11;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as i64
+        };
+        for i in 0..400 {
+            let id = next() % 3500 + 1;
+            let sql = match i % 4 {
+                0 => format!("UPDATE t SET v = v + 1000 WHERE id = {id}"),
+                1 => format!("DELETE FROM t WHERE id = {id}"),
+                2 => format!(
+                    "INSERT INTO t ({key_cols}, id, v) VALUES ({}, {}, {i}) ON DUPLICATE KEY UPDATE v = -v",
+                    key_of(id),
+                    id
+                ),
+                // Moves the row to another key, possibly into a chunk already read or not yet read.
+                _ => format!("UPDATE IGNORE t SET {} WHERE id = {id}", move_to(next() % 3500 + 4000)),
+            };
+            w.query_drop("BEGIN").await.unwrap();
+            let _ = w.query_drop(sql).await;
+            w.query_drop(format!("UPDATE t SET v = {i} WHERE id = {}", next() % 3500 + 1)).await.unwrap();
+            w.query_drop("COMMIT").await.unwrap();
+            if i % 40 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let mut r = start(&t);
+    writer.await.unwrap();
+    let want = table_state(&mut c, "SELECT id, CAST(v AS CHAR) FROM t").await;
+    r.until(120, "the final state", |r| state_as_strings(r) == want).await;
+    let r = r.stop().await;
+    assert_eq!(state_as_strings(&r), want);
+    assert!(r.batches.len() > 10, "read in chunks: {} batches", r.batches.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn varchar_key_is_read_in_chunks_under_concurrent_writes() {
+    // Mixed case and accents under the default case- and accent-insensitive collation.
+    fn key_of(i: i64) -> String {
+        let prefix = ["a", "B", "\u{e9}", "E", "z"][(i % 5) as usize];
+        format!("'{prefix}-{i:05}'")
+    }
+    chunked_by_key_under_concurrent_writes(
+        "varchar_key",
+        "CREATE TABLE t (k VARCHAR(20) NOT NULL PRIMARY KEY, id INT NOT NULL UNIQUE, v INT) DEFAULT CHARSET = utf8mb4",
+        "k",
+        key_of,
+        |i| format!("k = {}", key_of(i)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_key_is_read_in_chunks_under_concurrent_writes() {
+    fn key_of(i: i64) -> String {
+        format!("'g{}', {}", i % 7, i / 7)
+    }
+    chunked_by_key_under_concurrent_writes(
+        "composite_key",
+        "CREATE TABLE t (grp VARCHAR(5) NOT NULL, n INT NOT NULL, id INT NOT NULL UNIQUE, v INT, PRIMARY KEY (grp, n))",
+        "grp, n",
+        key_of,
+        |i| format!("grp = 'g{}', n = {}", i % 7, i / 7),
+    )
+    .await;
+}
+
+/// Receives until `rows` rows arrived; returns the seconds it took from `since`.
+async fn count_rows(rx: &mut mpsc::Receiver<Message>, rows: usize, since: Instant) -> f64 {
+    let mut got = 0;
+    while got < rows {
+        match tokio::time::timeout(Duration::from_secs(300), rx.recv()).await {
+            Ok(Some(Message::Batch(b))) => got += b.num_rows(),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("source stopped after {got} of {rows} rows"),
+        }
+    }
+    since.elapsed().as_secs_f64()
+}
+
+/// Snapshot rows/s and binlog changes/s on the shared MariaDB, each beside the raw rate of the
+/// same data read with no processing in the same run (a bare SELECT; a bare binlog stream).
+/// `cargo test -p rsql-connectors --release --test mysql_cdc -- --ignored --nocapture bench_`
+/// (RSQL_CDC_BENCH_ROWS rows, 200000 by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_snapshot_and_binlog_rates() {
+    use futures::StreamExt;
+    let rows: usize = std::env::var("RSQL_CDC_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let (mut c, db) = fresh_db("bench").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(40), amount DECIMAL(10,2), at DATETIME(3))")
+        .await
+        .unwrap();
+    let fill = |from: usize, to: usize| {
+        let v: Vec<String> =
+            (from..to).map(|i| format!("({i}, 'name-{i}', {}.{:02}, '2024-01-01 00:00:00.123')", i % 10000, i % 100)).collect();
+        format!("INSERT INTO t VALUES {}", v.join(","))
+    };
+    for start in (0..rows).step_by(5000) {
+        c.query_drop(fill(start, (start + 5000).min(rows))).await.unwrap();
+    }
+    c.query_drop("ANALYZE TABLE t").await.unwrap();
+    let cols = [
+        ("id", nn(FlinkType::Int)),
+        ("name", s()),
+        ("amount", n(FlinkType::Decimal(10, 2))),
+        ("at", n(FlinkType::Timestamp(3))),
+    ];
+
+    // Snapshot: bare SELECT, then the source.
+    let t0 = Instant::now();
+    let mut res = c.query_iter("SELECT id, name, amount, at FROM t").await.unwrap();
+    let mut n_raw = 0usize;
+    while let Some(_row) = res.next().await.unwrap() {
+        n_raw += 1;
+    }
+    drop(res);
+    let raw_select = t0.elapsed().as_secs_f64();
+    assert_eq!(n_raw, rows);
+    let t = table_def(&db, "t", &cols, &[], &[("scan.startup.mode", "snapshot")]);
+    let mut r = start(&t);
+    let snap = count_rows(&mut r.rx, rows, Instant::now()).await;
+    let _ = r.stop.send(true);
+
+    // Binlog: updates of every row written first, then read from the position before them.
+    let before = binlog_end(&mut c).await;
+    for start in (0..rows).step_by(5000) {
+        c.query_drop(format!("UPDATE t SET amount = amount + 1 WHERE id >= {start} AND id < {}", start + 5000))
+            .await
+            .unwrap();
+    }
+    let end = binlog_end(&mut c).await;
+    let t0 = Instant::now();
+    let mut raw = conn().await;
+    raw.query_drop("SET @master_binlog_checksum = @@global.binlog_checksum").await.unwrap();
+    raw.query_drop("SET @mariadb_slave_capability = 4").await.unwrap();
+    let req = mysql_async::BinlogStreamRequest::new(6999)
+        .with_filename(before.file.as_bytes())
+        .with_pos(before.pos)
+        .with_non_blocking();
+    let mut stream = raw.get_binlog_stream(req).await.unwrap();
+    let mut raw_rows = 0usize;
+    while let Some(ev) = stream.next().await {
+        let ev = ev.unwrap();
+        if ev.header().log_pos() as u64 >= end.pos && ev.header().event_type_raw() == 16 {
+            break;
+        }
+        if let Ok(Some(mysql_async::binlog::events::EventData::RowsEvent(re))) = ev.read_data() {
+            if let Some(tme) = stream.get_tme(re.table_id()) {
+                raw_rows += re.rows(tme).count();
+            }
+        }
+    }
+    let raw_binlog = t0.elapsed().as_secs_f64();
+    let _ = stream.close().await;
+    let pos = before.pos.to_string();
+    let t = table_def(
+        &db,
+        "t",
+        &cols,
+        &[],
+        &[
+            ("scan.startup.mode", "specific-offset"),
+            ("scan.startup.specific-offset.file", before.file.as_str()),
+            ("scan.startup.specific-offset.pos", pos.as_str()),
+        ],
+    );
+    let mut r = start_at(&t, None, 4096);
+    let binlog = count_rows(&mut r.rx, rows * 2, Instant::now()).await;
+    let _ = r.stop.send(true);
+
+    let rate = |n: usize, s: f64| n as f64 / s;
+    println!("mysql-cdc benchmark, {rows} rows (MariaDB on 127.0.0.1)");
+    println!(
+        "snapshot: {:>10.0} rows/s   bare SELECT: {:>10.0} rows/s   ({:.0}% of raw)",
+        rate(rows, snap),
+        rate(rows, raw_select),
+        100.0 * raw_select / snap
+    );
+    println!(
+        "binlog:   {:>10.0} changes/s (updates: -U and +U per row)   bare binlog stream: {:>10.0} row images/s ({raw_rows} rows, {:.0}% of raw)",
+        rate(rows, binlog),
+        rate(raw_rows, raw_binlog),
+        100.0 * raw_binlog / binlog
+    );
 }

@@ -142,7 +142,12 @@ fn from_binary_value(col: &MySqlColumn, v: Value) -> Result<Datum> {
         },
         Value::UInt(u) => match fam {
             Family::Enum => enum_label(col, u)?,
-            _ => Datum::UInt(u),
+            // MySQL 8 logs signedness (binlog_row_metadata MINIMAL or FULL), so unsigned columns
+            // come unsigned; the snapshot reads them as signed when they fit, and so must this.
+            _ => match i64::try_from(u) {
+                Ok(i) => Datum::Int(i),
+                Err(_) => Datum::UInt(u),
+            },
         },
         Value::Float(f) => Datum::Float(f as f64),
         Value::Double(f) => Datum::Float(f),

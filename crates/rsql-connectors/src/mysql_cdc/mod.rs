@@ -3,10 +3,15 @@
 //!
 //! This module owns the factory: the options Flink CDC accepts, their validation and their
 //! parsing into a [`CdcConfig`]. `source` runs the reader, `schema` reads table definitions,
-//! `decode` maps values, `mariadb_events` parses MariaDB's own binlog events and `position`
-//! holds binlog positions.
+//! `events` turns binlog events into transactions of row changes, `decode` maps values,
+//! `mariadb_events` parses MariaDB's own binlog events and `position` holds binlog positions
+//! and GTID sets.
 
+pub(crate) mod chunks;
 pub(crate) mod decode;
+pub(crate) mod events;
+#[cfg(test)]
+mod fixture;
 pub mod mariadb_events;
 pub mod position;
 pub mod schema;
@@ -365,6 +370,17 @@ mod tests {
             true,
         );
         assert_eq!(CdcConfig::from_table(&t).unwrap().startup, StartupMode::Timestamp(1_700_000_000_000));
+    }
+
+    #[test]
+    fn heartbeat_interval() {
+        assert_eq!(CdcConfig::from_table(&table(BASE, true)).unwrap().heartbeat_interval, Duration::from_secs(30));
+        let t = table(&with(&[("heartbeat.interval", "5s")]), true);
+        assert_eq!(CdcConfig::from_table(&t).unwrap().heartbeat_interval, Duration::from_secs(5));
+        let off = table(&with(&[("heartbeat.interval", "0")]), true);
+        assert!(CdcConfig::from_table(&off).unwrap().heartbeat_interval.is_zero());
+        let bad = table(&with(&[("heartbeat.interval", "often")]), true);
+        assert!(CdcConfig::from_table(&bad).unwrap_err().to_string().contains("heartbeat.interval"));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct MySqlColumn {
     pub length: u64,
     /// Character set of textual columns; None for binary ones.
     pub charset: Option<String>,
+    /// Collation of textual columns (orders text keys of snapshot chunks).
+    pub collation: Option<String>,
     /// Values of ENUM and SET columns, in declaration order.
     pub labels: Vec<String>,
 }
@@ -279,7 +281,7 @@ pub async fn find_tables(conn: &mut Conn, database_re: &str, table_re: &str) -> 
 pub async fn read_columns(conn: &mut Conn, database: &str, table: &str, ctx: &str) -> Result<Vec<MySqlColumn>> {
     let sql = format!(
         "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), IS_NULLABLE, NUMERIC_SCALE, DATETIME_PRECISION, \
-         CHARACTER_MAXIMUM_LENGTH, CHARACTER_SET_NAME, NUMERIC_PRECISION \
+         CHARACTER_MAXIMUM_LENGTH, CHARACTER_SET_NAME, NUMERIC_PRECISION, COLLATION_NAME \
          FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
         quote_str(database),
         quote_str(table)
@@ -303,6 +305,7 @@ pub async fn read_columns(conn: &mut Conn, database: &str, table: &str, ctx: &st
             fsp: row_u64(r, 5) as u32,
             length,
             charset: row_str(r, 7),
+            collation: row_str(r, 9),
             name,
             data_type,
             column_type,
@@ -363,6 +366,7 @@ pub(crate) mod tests {
             } else {
                 None
             },
+            collation: None,
             labels: parse_labels(column_type),
         }
     }

@@ -2,32 +2,32 @@
 //! the binlog, and the binlog stream with reconnection.
 //!
 //! Snapshot (Flink CDC's incremental snapshot, run by one reader): tables are read one after
-//! the other, each in chunks of its primary key (`WHERE pk > last ORDER BY pk LIMIT n` for a
-//! single integer key; one chunk otherwise). For each chunk the reader records the binlog end
-//! (low watermark), reads the chunk, records the end again (high watermark), then reads the
-//! binlog up to the high watermark: changes to keys of the chunk are merged into the chunk's
-//! rows, changes to keys already emitted are emitted, changes to keys not read yet are dropped
-//! (their chunk's SELECT will see them). The chunk is then emitted as +I. When the last chunk
-//! is done, the same binlog stream simply goes on: no gap and no duplicate.
+//! the other, each in chunks of its primary key (`WHERE key > last ORDER BY key LIMIT n`, for
+//! any key; `chunks` orders keys as the server does). For each chunk the reader records the
+//! binlog end (low watermark), reads the chunk, records the end again (high watermark), then
+//! reads the binlog up to the high watermark: changes to keys of the chunk are merged into the
+//! chunk's rows, changes to keys already emitted are emitted, changes to keys not read yet are
+//! dropped (their chunk's SELECT will see them). The chunk is then emitted as +I. When the last
+//! chunk is done, the same binlog stream simply goes on: no gap and no duplicate.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use mysql_async::binlog::events::{EventData, RotateEvent, RowsEventData, TableMapEvent};
-use mysql_async::binlog::EventType;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, OptsBuilder, Row};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, GnoInterval, OptsBuilder, Row, Sid};
 use rsql_common::builder::{Datum, RowsBuilder};
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
 use rsql_runtime::{ProducedColumn, Source, SourceContext};
 use tracing::{debug, info, warn};
 
-use super::decode::{from_binlog, from_text, to_declared};
-use super::mariadb_events as maria;
-use super::position::{BinlogPosition, MariaGtidState};
+use super::chunks::{self, SortKey};
+use super::decode::{from_text, to_declared};
+use super::events::{BinlogDecoder, Step};
+use super::position::{BinlogPosition, GtidTracker, MySqlGtidSet};
 use super::schema::{self, quote_ident, row_str, TableSchema};
 use super::{CdcConfig, StartupMode};
 
@@ -56,14 +56,69 @@ pub(crate) struct Resume {
 pub(crate) struct SnapshotProgress {
     /// `db.table` of the table being read; tables before it (in capture order) are done.
     pub table: String,
-    /// Keys up to here (inclusive) of that table are done; None when the table has not begun.
-    pub done_upto: Option<i128>,
+    /// Keys up to here (inclusive, natural values of the key columns) of that table are done;
+    /// None when the table has not begun.
+    pub done_upto: Option<Vec<Datum>>,
+}
+
+/// A saved key value: `{"i": -5}`, `{"u": "18446744073709551615"}`, `{"s": "text"}`,
+/// `{"b": "00ff"}`, `{"dec": ["1234", 2]}`, `{"date": 19000}`, `{"ts": micros}`, `{"time": micros}`,
+/// `{"f": 1.5}` or null.
+fn key_to_json(d: &Datum) -> serde_json::Value {
+    use serde_json::json;
+    match d {
+        Datum::Null => serde_json::Value::Null,
+        Datum::Bool(b) => json!({ "i": *b as i64 }),
+        Datum::Int(i) => json!({ "i": i }),
+        Datum::UInt(u) => json!({ "u": u.to_string() }),
+        Datum::Float(f) => json!({ "f": f }),
+        Datum::Decimal(v, s) => json!({ "dec": [v.to_string(), s] }),
+        Datum::Str(s) => json!({ "s": s }),
+        Datum::Bytes(b) => json!({ "b": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
+        Datum::Date(d) => json!({ "date": d }),
+        Datum::Time(t) => json!({ "time": t }),
+        Datum::Timestamp(t) => json!({ "ts": t }),
+    }
+}
+
+fn key_from_json(v: &serde_json::Value) -> Option<Datum> {
+    if v.is_null() {
+        return Some(Datum::Null);
+    }
+    let (k, x) = v.as_object()?.iter().next()?;
+    Some(match k.as_str() {
+        "i" => Datum::Int(x.as_i64()?),
+        "u" => Datum::UInt(x.as_str()?.parse().ok()?),
+        "f" => Datum::Float(x.as_f64()?),
+        "dec" => Datum::Decimal(x.get(0)?.as_str()?.parse().ok()?, x.get(1)?.as_i64()? as i8),
+        "s" => Datum::Str(x.as_str()?.to_string()),
+        "b" => {
+            let h = x.as_str()?;
+            let mut out = Vec::with_capacity(h.len() / 2);
+            for i in (0..h.len()).step_by(2) {
+                out.push(u8::from_str_radix(h.get(i..i + 2)?, 16).ok()?);
+            }
+            Datum::Bytes(out)
+        }
+        "date" => Datum::Date(x.as_i64()? as i32),
+        "time" => Datum::Time(x.as_i64()?),
+        "ts" => Datum::Timestamp(x.as_i64()?),
+        _ => return None,
+    })
 }
 
 impl Resume {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let snap = self.snapshot.as_ref().map(|s| {
-            serde_json::json!({ "table": s.table, "done_upto": s.done_upto.map(|d| d.to_string()) })
+        // A single integer key keeps the first format (`done_upto` as a decimal string); other
+        // keys are saved as `done_key`, a list of typed values.
+        let snap = self.snapshot.as_ref().map(|s| match s.done_upto.as_deref() {
+            None => serde_json::json!({ "table": s.table, "done_upto": null }),
+            Some([Datum::Int(i)]) => serde_json::json!({ "table": s.table, "done_upto": i.to_string() }),
+            Some([Datum::UInt(u)]) => serde_json::json!({ "table": s.table, "done_upto": u.to_string() }),
+            Some(key) => serde_json::json!({
+                "table": s.table,
+                "done_key": key.iter().map(key_to_json).collect::<Vec<_>>(),
+            }),
         });
         serde_json::json!({ "binlog": self.binlog.to_string(), "snapshot": snap }).to_string().into_bytes()
     }
@@ -76,9 +131,19 @@ impl Resume {
             None | Some(serde_json::Value::Null) => None,
             Some(s) => Some(SnapshotProgress {
                 table: s.get("table").and_then(|t| t.as_str()).ok_or("no snapshot table")?.to_string(),
-                done_upto: match s.get("done_upto") {
-                    None | Some(serde_json::Value::Null) => None,
-                    Some(d) => Some(d.as_str().and_then(|d| d.parse::<i128>().ok()).ok_or("bad snapshot key")?),
+                done_upto: match (s.get("done_upto"), s.get("done_key")) {
+                    (_, Some(serde_json::Value::Array(parts))) => Some(
+                        parts.iter().map(key_from_json).collect::<Option<Vec<_>>>().ok_or("bad snapshot key")?,
+                    ),
+                    (None | Some(serde_json::Value::Null), _) => None,
+                    (Some(d), _) => {
+                        let t = d.as_str().ok_or("bad snapshot key")?;
+                        let v = match t.parse::<i64>() {
+                            Ok(i) => Datum::Int(i),
+                            Err(_) => Datum::UInt(t.parse::<u64>().map_err(|_| "bad snapshot key")?),
+                        };
+                        Some(vec![v])
+                    }
                 },
             }),
         };
@@ -284,7 +349,33 @@ async fn master_status(conn: &mut Conn, cfg: &CdcConfig) -> Result<BinlogPositio
     })?;
     let file = row_str(row, 0).unwrap_or_default();
     let pos = row_str(row, 1).and_then(|p| p.parse().ok()).unwrap_or(4);
-    Ok(BinlogPosition::new(file, pos))
+    let mut p = BinlogPosition::new(file, pos);
+    // MySQL adds Executed_Gtid_Set (empty when gtid_mode is off); MariaDB has four columns.
+    if let Some(g) = row_str(row, 4) {
+        p.gtid_set = g.split_whitespace().collect();
+    }
+    Ok(p)
+}
+
+/// The binlog end with the GTIDs executed up to it. MariaDB gives them in a second query, so
+/// the end is read again until it did not move in between.
+async fn current_position(conn: &mut Conn, cfg: &CdcConfig, is_mariadb: bool) -> Result<BinlogPosition> {
+    let mut p = master_status(conn, cfg).await?;
+    if !is_mariadb {
+        return Ok(p);
+    }
+    for _ in 0..20 {
+        let g = query_rows(conn, cfg, "reading the GTID position", "SELECT @@gtid_binlog_pos").await?;
+        let gtids = g.first().and_then(|r| row_str(r, 0)).unwrap_or_default();
+        let again = master_status(conn, cfg).await?;
+        if again == p {
+            p.gtid_set = gtids;
+            return Ok(p);
+        }
+        p = again;
+    }
+    // Under a constant stream of commits: the file position alone (GTIDs follow from the binlog).
+    Ok(p)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,7 +393,7 @@ pub(crate) struct Captured {
 }
 
 impl Captured {
-    fn new(schema: TableSchema, produced: &[ProducedColumn], order: usize, table_name: &str) -> Result<Captured> {
+    pub(crate) fn new(schema: TableSchema, produced: &[ProducedColumn], order: usize, table_name: &str) -> Result<Captured> {
         let mut map = Vec::with_capacity(produced.len());
         let mut needed = vec![false; schema.columns.len()];
         for k in &schema.primary_key {
@@ -341,14 +432,6 @@ impl Captured {
         let parts: Vec<String> = self.schema.primary_key.iter().map(|i| format!("{:?}", row.get(*i))).collect();
         parts.join("\u{1}")
     }
-
-    fn int_key(&self, row: &[Datum]) -> Option<i128> {
-        match row.get(*self.schema.primary_key.first()?)? {
-            Datum::Int(i) => Some(*i as i128),
-            Datum::UInt(u) => Some(*u as i128),
-            _ => None,
-        }
-    }
 }
 
 /// One decoded row change.
@@ -358,6 +441,36 @@ pub(crate) struct Change {
     /// Natural values, one per MySQL column (NULL for columns not needed).
     pub row: Vec<Datum>,
     pub ts_ms: i64,
+}
+
+/// The values of the produced columns for one natural row: physical columns converted to their
+/// declared types, metadata columns filled in.
+pub(crate) fn produced_row(
+    columns: &[ProducedColumn],
+    table: &Captured,
+    kind: RowKind,
+    row: &[Datum],
+    ts_ms: i64,
+    tz_offset_us: i64,
+) -> Vec<Datum> {
+    let mut values = Vec::with_capacity(columns.len());
+    for (pc, m) in columns.iter().zip(&table.map) {
+        let v = match (pc, m) {
+            (ProducedColumn::Physical { ty, .. }, Some(i)) => {
+                to_declared(&table.schema.columns[*i], row.get(*i).cloned().unwrap_or(Datum::Null), ty, tz_offset_us)
+            }
+            (ProducedColumn::Metadata { key, .. }, _) => match key.as_str() {
+                "database_name" => Datum::Str(table.schema.database.clone()),
+                "table_name" => Datum::Str(table.schema.table.clone()),
+                "op_ts" => Datum::Timestamp(ts_ms * 1000),
+                "row_kind" => Datum::Str(kind.short_string().to_string()),
+                _ => Datum::Null,
+            },
+            _ => Datum::Null,
+        };
+        values.push(v);
+    }
+    values
 }
 
 /// Builds output batches from natural rows.
@@ -387,26 +500,7 @@ impl Emitter {
     }
 
     fn push(&mut self, table: &Captured, kind: RowKind, row: &[Datum], ts_ms: i64) -> Result<()> {
-        let mut values = Vec::with_capacity(self.columns.len());
-        for (pc, m) in self.columns.iter().zip(&table.map) {
-            let v = match (pc, m) {
-                (ProducedColumn::Physical { ty, .. }, Some(i)) => to_declared(
-                    &table.schema.columns[*i],
-                    row.get(*i).cloned().unwrap_or(Datum::Null),
-                    ty,
-                    self.tz_offset_us,
-                ),
-                (ProducedColumn::Metadata { key, .. }, _) => match key.as_str() {
-                    "database_name" => Datum::Str(table.schema.database.clone()),
-                    "table_name" => Datum::Str(table.schema.table.clone()),
-                    "op_ts" => Datum::Timestamp(ts_ms * 1000),
-                    "row_kind" => Datum::Str(kind.short_string().to_string()),
-                    _ => Datum::Null,
-                },
-                _ => Datum::Null,
-            };
-            values.push(v);
-        }
+        let values = produced_row(&self.columns, table, kind, row, ts_ms, self.tz_offset_us);
         self.builder.append_row(values).map_err(|e| {
             RsqlError::data(
                 format!("mysql-cdc table {}", table.schema.qualified()),
@@ -440,43 +534,26 @@ impl Emitter {
 // ---------------------------------------------------------------------------------------------
 // The binlog reader
 
-/// What one binlog event amounted to.
-pub(crate) enum Step {
-    /// A transaction committed with these row changes (possibly none for captured tables).
-    Commit(Vec<Change>),
-    /// Any other event.
-    Progress,
-    /// The deadline passed without an event.
-    Idle,
-}
-
 struct BinlogReader {
     cfg: Arc<CdcConfig>,
     server_id: u32,
     stream: Option<BinlogStream>,
-    /// After the last event read.
-    pos: BinlogPosition,
-    /// After the last complete transaction; reconnection resumes here.
-    committed: BinlogPosition,
-    gtids: MariaGtidState,
-    /// MariaDB GTID position to start from (used until the first connection succeeds).
-    start_gtid: Option<String>,
-    in_tx: bool,
-    pending: Vec<Change>,
-    tables: HashMap<(String, String), Arc<Captured>>,
-    table_ids: HashMap<u64, Option<Arc<Captured>>>,
+    /// Position, GTIDs and open transaction of the stream.
+    dec: BinlogDecoder,
+    /// Whether a position without a file (a GTID set only) is asked for with MariaDB's
+    /// `@slave_connect_state` or with MySQL's COM_BINLOG_DUMP_GTID.
+    is_mariadb: bool,
     produced: Vec<ProducedColumn>,
     last_event: Instant,
-    /// Transactions committed before this time (ms) are skipped.
-    skip_before_ms: Option<i64>,
-    /// Whether the server checksums binlog events.
-    checksum: bool,
-    /// Whether this connection has seen its format description event.
-    seen_fde: bool,
 }
 
 impl BinlogReader {
+    /// How long a silent connection is trusted: three heartbeat periods (heartbeats disabled
+    /// with 'heartbeat.interval' = '0': ten minutes).
     fn idle_limit(&self) -> Duration {
+        if self.cfg.heartbeat_interval.is_zero() {
+            return Duration::from_secs(600);
+        }
         (self.cfg.heartbeat_interval * 3).max(Duration::from_secs(5))
     }
 
@@ -486,19 +563,45 @@ impl BinlogReader {
         let mut setup = vec![
             "SET @master_binlog_checksum = @@global.binlog_checksum".to_string(),
             "SET @mariadb_slave_capability = 4".to_string(),
-            format!("SET @master_heartbeat_period = {}", cfg.heartbeat_interval.as_nanos().max(1_000_000)),
         ];
-        if let Some(g) = &self.start_gtid {
-            setup.push(format!("SET @slave_connect_state = {}", schema::quote_str(g)));
-            setup.push("SET @slave_gtid_strict_mode = 0".into());
+        // The server sends a heartbeat after this many idle nanoseconds (both MySQL and MariaDB
+        // read the variable); the reader reports its position on each.
+        if !cfg.heartbeat_interval.is_zero() {
+            setup.push(format!("SET @master_heartbeat_period = {}", cfg.heartbeat_interval.as_nanos().max(1_000_000)));
+        }
+        let mut mysql_gtids = None;
+        let start = &self.dec.committed;
+        if start.file.is_empty() {
+            let g = &start.gtid_set;
+            if self.is_mariadb {
+                setup.push(format!("SET @slave_connect_state = {}", schema::quote_str(g)));
+                setup.push("SET @slave_gtid_strict_mode = 0".into());
+            } else {
+                let set = MySqlGtidSet::parse(g).map_err(|e| {
+                    (true, RsqlError::connector(ctx_name(cfg), format!("'scan.startup.specific-offset.gtid-set': {e}")))
+                })?;
+                mysql_gtids = Some(set);
+            }
         }
         for s in &setup {
             conn.query_drop(s)
                 .await
                 .map_err(|e| (is_fatal(&e), explain(cfg, "preparing the binlog connection", &e)))?;
         }
-        let file = self.committed.file.clone();
-        let req = BinlogStreamRequest::new(self.server_id).with_filename(file.as_bytes()).with_pos(self.committed.pos);
+        let file = self.dec.committed.file.clone();
+        let mut req =
+            BinlogStreamRequest::new(self.server_id).with_filename(file.as_bytes()).with_pos(self.dec.committed.pos);
+        if let Some(set) = &mysql_gtids {
+            let sids: Vec<Sid<'static>> = set
+                .sids()
+                .into_iter()
+                .filter(|((_, tag), _)| tag.is_none())
+                .map(|((uuid, _), iv)| {
+                    Sid::new(uuid).with_intervals(iv.into_iter().map(|(a, b)| GnoInterval::new(a, b)).collect())
+                })
+                .collect();
+            req = req.with_gtid().with_gtid_set(sids);
+        }
         conn.get_binlog_stream(req).await.map_err(|e| (is_fatal(&e), explain(cfg, "requesting the binlog", &e)))
     }
 
@@ -512,13 +615,9 @@ impl BinlogReader {
             }
             match self.open_stream().await {
                 Ok(s) => {
-                    info!(position = %self.committed, server_id = self.server_id, "mysql-cdc: reading the binlog");
+                    info!(position = %self.dec.committed, server_id = self.server_id, "mysql-cdc: reading the binlog");
                     self.stream = Some(s);
-                    self.pos = self.committed.clone();
-                    self.pending.clear();
-                    self.in_tx = false;
-                    self.table_ids.clear();
-                    self.seen_fde = false;
+                    self.dec.reset_connection();
                     self.last_event = Instant::now();
                     return Ok(());
                 }
@@ -559,19 +658,18 @@ impl BinlogReader {
                     return Ok(Step::Idle);
                 }
                 Ok(None) => {
-                    warn!(position = %self.committed, "mysql-cdc: the server closed the binlog connection; reconnecting");
+                    warn!(position = %self.dec.committed, "mysql-cdc: the server closed the binlog connection; reconnecting");
                     self.stream = None;
                 }
                 Ok(Some(Err(e))) => {
                     if is_fatal(&e) {
                         return Err(explain(&self.cfg, "reading the binlog", &e));
                     }
-                    warn!(error = %e, position = %self.committed, "mysql-cdc: binlog connection lost; reconnecting");
+                    warn!(error = %e, position = %self.dec.committed, "mysql-cdc: binlog connection lost; reconnecting");
                     self.stream = None;
                 }
                 Ok(Some(Ok(ev))) => {
                     self.last_event = Instant::now();
-                    self.start_gtid = None;
                     return self.handle(ev).await;
                 }
             }
@@ -579,198 +677,17 @@ impl BinlogReader {
     }
 
     async fn handle(&mut self, ev: mysql_async::binlog::events::Event) -> Result<Step> {
-        let header = ev.header();
-        let ty = header.event_type_raw();
-        let ts_ms = header.timestamp() as i64 * 1000;
-        let log_pos = header.log_pos() as u64;
-        tracing::trace!(event_type = ty, log_pos, size = header.event_size(), position = %self.pos, "mysql-cdc: binlog event");
-        let at = format!("mysql-cdc binlog at {}", self.pos);
-        let ctx = || at.clone();
-        let data_err = |e: std::io::Error| RsqlError::data(at.clone(), e);
-
-        if ty == EventType::ROTATE_EVENT as u8 {
-            let r: RotateEvent<'_> = ev.read_event().map_err(data_err)?;
-            let mut name = r.name_raw();
-            // The rotate event a new connection starts with comes before the format description,
-            // so its checksum is still attached to the name.
-            if !self.seen_fde && self.checksum && name.len() > 4 {
-                name = &name[..name.len() - 4];
-            }
-            self.pos = BinlogPosition::new(String::from_utf8_lossy(name).into_owned(), r.position());
-            if !self.in_tx {
-                self.mark_committed();
-            }
-            return Ok(Step::Progress);
-        }
-        if ty == EventType::FORMAT_DESCRIPTION_EVENT as u8 {
-            self.seen_fde = true;
-            return Ok(Step::Progress);
-        }
-        if ty == EventType::HEARTBEAT_EVENT as u8 {
-            return Ok(Step::Progress);
-        }
-        if log_pos > self.pos.pos {
-            self.pos.pos = log_pos;
-        }
-
-        let mut step = Step::Progress;
-        // In timestamp mode, table maps and rows written before the start time are not looked at
-        // (the tables may have had other definitions then).
-        let before_start = self.skip_before_ms.is_some_and(|min| ts_ms + 999 < min);
-        match ty {
-            t if before_start && (t == EventType::TABLE_MAP_EVENT as u8 || matches!(t, 23..=25 | 30..=32)) => {}
-            maria::GTID_EVENT => {
-                let g = maria::parse_gtid(ev.data(), header.server_id())?;
-                self.gtids.update(g.domain, g.server, g.seq);
-                self.pending.clear();
-                self.in_tx = !g.is_standalone();
-            }
-            maria::GTID_LIST_EVENT => {
-                for (d, s, q) in maria::parse_gtid_list(ev.data())? {
-                    self.gtids.update(d, s, q);
-                }
-            }
-            maria::BINLOG_CHECKPOINT_EVENT => {
-                debug!(file = %maria::parse_binlog_checkpoint(ev.data())?, "mysql-cdc: binlog checkpoint");
-            }
-            maria::ANNOTATE_ROWS_EVENT => {
-                tracing::trace!(statement = %maria::parse_annotate_rows(ev.data()), "mysql-cdc: rows annotation");
-            }
-            maria::QUERY_COMPRESSED_EVENT | maria::FIRST_ROWS_COMPRESSED_EVENT..=maria::LAST_ROWS_COMPRESSED_EVENT => {
-                return Err(RsqlError::connector(
-                    ctx(),
-                    "the server writes compressed binlog events, which this reader cannot decode; run SET GLOBAL log_bin_compress = OFF",
-                ));
-            }
-            t if t == EventType::XID_EVENT as u8 => {
-                step = self.commit(ts_ms);
-            }
-            t if t == EventType::QUERY_EVENT as u8 => {
-                let q = match ev.read_data().map_err(data_err)? {
-                    Some(EventData::QueryEvent(q)) => q,
-                    _ => return Ok(Step::Progress),
-                };
-                let sql = q.query();
-                let trimmed = sql.trim();
-                if trimmed.eq_ignore_ascii_case("BEGIN") {
-                    self.pending.clear();
-                    self.in_tx = true;
-                } else if trimmed.eq_ignore_ascii_case("COMMIT") {
-                    step = self.commit(ts_ms);
-                } else {
-                    self.on_ddl(&q.schema(), trimmed).await?;
-                    if !self.in_tx {
-                        self.mark_committed();
-                    }
-                }
-            }
-            t if t == EventType::TABLE_MAP_EVENT as u8 => {
-                let tme: TableMapEvent<'_> = ev.read_event().map_err(data_err)?;
-                let key = (tme.database_name().into_owned(), tme.table_name().into_owned());
-                let captured = self.tables.get(&key).cloned();
-                if let Some(c) = &captured {
-                    if tme.columns_count() as usize != c.schema.columns.len() {
-                        return Err(RsqlError::connector(
-                            ctx(),
-                            format!(
-                                "table {} has {} columns in the binlog but {} in information_schema: its definition changed while it was being captured; restart the job with a new snapshot",
-                                c.schema.qualified(),
-                                tme.columns_count(),
-                                c.schema.columns.len()
-                            ),
-                        ));
-                    }
-                }
-                self.table_ids.insert(tme.table_id(), captured);
-            }
-            23..=25 | 30..=32 => {
-                self.decode_rows(&ev, ts_ms)?;
-                if !self.in_tx {
-                    // Row events outside BEGIN/GTID (old servers): commit at the statement end flag.
-                    step = self.commit(ts_ms);
-                }
-            }
-            t if t == EventType::PARTIAL_UPDATE_ROWS_EVENT as u8 => {
-                return Err(RsqlError::connector(
-                    ctx(),
-                    "the server logs partial JSON updates; set binlog_row_value_options = '' so rows are logged whole",
-                ));
-            }
-            _ => {
-                if !self.in_tx {
-                    self.mark_committed();
-                }
-            }
-        }
-        Ok(step)
-    }
-
-    fn mark_committed(&mut self) {
-        self.committed = self.pos.clone();
-        self.committed.gtid_set = self.gtids.to_string();
-    }
-
-    fn commit(&mut self, ts_ms: i64) -> Step {
-        self.in_tx = false;
-        self.mark_committed();
-        let changes = std::mem::take(&mut self.pending);
-        if self.skip_before_ms.is_some_and(|min| ts_ms < min) {
-            return Step::Commit(Vec::new());
-        }
-        Step::Commit(changes)
-    }
-
-    fn decode_rows(&mut self, ev: &mysql_async::binlog::events::Event, ts_ms: i64) -> Result<()> {
-        let at = self.pos.clone();
-        let data_err = |e: std::io::Error| RsqlError::data(format!("mysql-cdc binlog at {at}"), e);
-        let Some(EventData::RowsEvent(re)) = ev.read_data().map_err(data_err)? else { return Ok(()) };
-        let Some(Some(table)) = self.table_ids.get(&re.table_id()).cloned() else { return Ok(()) };
-        let Some(stream) = self.stream.as_ref() else { return Ok(()) };
-        let Some(tme) = stream.get_tme(re.table_id()) else {
-            return Err(RsqlError::data(format!("mysql-cdc binlog at {at}"), "a rows event without its table map"));
+        let step = match self.stream.as_ref() {
+            Some(stream) => self.dec.apply(&ev, stream)?,
+            None => return Ok(Step::Progress),
         };
-        let (before_kind, after_kind) = match &re {
-            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => (None, Some(RowKind::Insert)),
-            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => (Some(RowKind::Delete), None),
-            _ => (Some(RowKind::UpdateBefore), Some(RowKind::UpdateAfter)),
-        };
-        // mysql_common panics on some values (a negative TIME(1)/TIME(2) with a fraction);
-        // decode inside catch_unwind so such a row is an error, not a crash.
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| re.rows(tme).collect::<Vec<_>>())).map_err(|_| {
-            RsqlError::data(
-                format!("mysql-cdc binlog at {at}"),
-                format!(
-                    "the binlog row decoder failed on a row of {} (a negative TIME(1) or TIME(2) value with a fraction is a known case); change such columns to TIME(3) or wider",
-                    table.schema.qualified()
-                ),
-            )
-        })?;
-        for r in decoded {
-            let (before, after) = r.map_err(data_err)?;
-            for (img, kind) in [(before, before_kind), (after, after_kind)] {
-                let (Some(mut img), Some(kind)) = (img, kind) else { continue };
-                let mut row = Vec::with_capacity(table.schema.columns.len());
-                for (i, col) in table.schema.columns.iter().enumerate() {
-                    if !table.needed[i] {
-                        row.push(Datum::Null);
-                        continue;
-                    }
-                    let v = img.take(i).ok_or_else(|| {
-                        RsqlError::data(
-                            format!("mysql-cdc binlog at {at}"),
-                            format!(
-                                "column {} of {} is missing from the row image; set binlog_row_image = FULL",
-                                col.name,
-                                table.schema.qualified()
-                            ),
-                        )
-                    })?;
-                    row.push(from_binlog(col, v)?);
-                }
-                self.pending.push(Change { table: table.clone(), kind, row, ts_ms });
+        match step {
+            Step::Statement { database, sql } => {
+                self.on_ddl(&database, &sql).await?;
+                Ok(Step::Progress)
             }
+            other => Ok(other),
         }
-        Ok(())
     }
 
     /// Reacts to a statement in the binlog: a change of a captured table's definition reloads it
@@ -787,6 +704,7 @@ impl BinlogReader {
         let words: Vec<&str> =
             plain.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.' || c == '$')).collect();
         let touched: Vec<(String, String)> = self
+            .dec
             .tables
             .keys()
             .filter(|(db, t)| {
@@ -797,7 +715,7 @@ impl BinlogReader {
             .cloned()
             .collect();
         for key in touched {
-            let Some(old) = self.tables.get(&key).cloned() else { continue };
+            let Some(old) = self.dec.tables.get(&key).cloned() else { continue };
             info!(table = %old.schema.qualified(), statement = %sql, "mysql-cdc: captured table changed; reloading its columns");
             let mut conn = connect(&self.cfg).await?;
             let reloaded = schema::load_table(&mut conn, &key.0, &key.1).await;
@@ -817,8 +735,8 @@ impl BinlogReader {
                     format!("table {} changed by '{sql}': {e}", old.schema.qualified()),
                 )
             })?;
-            self.tables.insert(key, Arc::new(c));
-            self.table_ids.clear();
+            self.dec.tables.insert(key, Arc::new(c));
+            self.dec.table_ids.clear();
         }
         Ok(())
     }
@@ -838,18 +756,22 @@ struct Job {
     progress: Option<SnapshotProgress>,
     /// Whether a snapshot still has to run (or go on).
     snapshot_pending: bool,
+    /// The binlog position last reported to the job, and when.
+    reported: Option<BinlogPosition>,
+    reported_at: Instant,
 }
+
+/// How often at most an idle source reports its moving binlog position between heartbeats.
+const IDLE_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the snapshot stands, to sort binlog changes into emitted / merged / dropped.
 struct SnapState {
     table: usize,
     /// Keys up to here (inclusive) of `table` are emitted.
-    done_upto: Option<i128>,
+    done_upto: Option<SortKey>,
     /// The chunk being merged: keys in (done_upto, upper], or all keys after done_upto when
     /// `upper` is None; None when no chunk is open.
-    chunk: Option<Option<i128>>,
-    /// Whether `table` is read in one chunk (its key is not one integer column).
-    whole: bool,
+    chunk: Option<Option<SortKey>>,
 }
 
 #[derive(PartialEq)]
@@ -860,7 +782,8 @@ enum Zone {
 }
 
 impl SnapState {
-    fn zone(&self, c: &Change) -> Zone {
+    /// The zone of a change; `key` is its sort key when it belongs to the table being read.
+    fn zone(&self, c: &Change, key: Option<&SortKey>) -> Zone {
         let order = c.table.order;
         if order < self.table {
             return Zone::Emitted;
@@ -868,16 +791,13 @@ impl SnapState {
         if order > self.table {
             return Zone::Later;
         }
-        if self.whole {
-            return if self.chunk.is_some() { Zone::Chunk } else { Zone::Later };
-        }
-        let Some(k) = c.table.int_key(&c.row) else { return Zone::Later };
-        if self.done_upto.is_some_and(|d| k <= d) {
+        let Some(k) = key else { return Zone::Later };
+        if self.done_upto.as_ref().is_some_and(|d| chunks::compare(k, d) != Ordering::Greater) {
             return Zone::Emitted;
         }
-        match self.chunk {
+        match &self.chunk {
             Some(None) => Zone::Chunk,
-            Some(Some(u)) if k <= u => Zone::Chunk,
+            Some(Some(u)) if chunks::compare(k, u) != Ordering::Greater => Zone::Chunk,
             _ => Zone::Later,
         }
     }
@@ -997,37 +917,53 @@ impl Job {
             }
         }
 
-        // Start position.
-        let (start, start_gtid, skip_before_ms) = match &resume {
-            Some(r) => (r.binlog.clone(), None, None),
+        // Start position. A position without a file (a GTID set only) is read by GTID.
+        let (start, skip_before_ms) = match &resume {
+            Some(r) => (r.binlog.clone(), None),
             None => match &cfg.startup {
-            StartupMode::Initial | StartupMode::Snapshot | StartupMode::LatestOffset => {
-                let mut p = master_status(&mut conn, &cfg).await?;
-                if is_mariadb {
-                    let g = query_rows(&mut conn, &cfg, "reading the GTID position", "SELECT @@gtid_binlog_pos").await?;
-                    p.gtid_set = g.first().and_then(|r| row_str(r, 0)).unwrap_or_default();
+                StartupMode::Initial | StartupMode::Snapshot | StartupMode::LatestOffset => {
+                    (current_position(&mut conn, &cfg, is_mariadb).await?, None)
                 }
-                (p, None, None)
-            }
-            StartupMode::EarliestOffset | StartupMode::Timestamp(_) => {
-                let logs = query_rows(&mut conn, &cfg, "listing binlog files (SHOW BINARY LOGS)", "SHOW BINARY LOGS").await?;
-                let first = logs.first().and_then(|r| row_str(r, 0)).ok_or_else(|| RsqlError::connector(name.clone(), "the server has no binlog files"))?;
-                let skip = match cfg.startup {
-                    StartupMode::Timestamp(ms) => Some(ms),
-                    _ => None,
-                };
-                (BinlogPosition::new(first, 4), None, skip)
-            }
-            StartupMode::SpecificOffset { file, pos, gtid_set } => match (file, gtid_set) {
-                (Some(f), _) => (BinlogPosition::new(f.clone(), *pos), None, None),
-                (None, Some(g)) if is_mariadb => (BinlogPosition::new("", 4), Some(g.clone()), None),
-                (None, _) => {
-                    return Err(RsqlError::connector(
-                        name,
-                        "starting from 'scan.startup.specific-offset.gtid-set' is supported on MariaDB only; give 'scan.startup.specific-offset.file' and '.pos'",
-                    ))
+                StartupMode::EarliestOffset | StartupMode::Timestamp(_) => {
+                    let logs =
+                        query_rows(&mut conn, &cfg, "listing binlog files (SHOW BINARY LOGS)", "SHOW BINARY LOGS").await?;
+                    let first = logs
+                        .first()
+                        .and_then(|r| row_str(r, 0))
+                        .ok_or_else(|| RsqlError::connector(name.clone(), "the server has no binlog files"))?;
+                    let skip = match cfg.startup {
+                        StartupMode::Timestamp(ms) => Some(ms),
+                        _ => None,
+                    };
+                    (BinlogPosition::new(first, 4), skip)
                 }
-            },
+                StartupMode::SpecificOffset { file, pos, gtid_set } => {
+                    let gtids = match gtid_set {
+                        Some(g) => {
+                            let parsed = GtidTracker::parse(g).map_err(|e| {
+                                RsqlError::connector(name.clone(), format!("'scan.startup.specific-offset.gtid-set': {e}"))
+                            })?;
+                            let mysql_notation = !parsed.mysql.is_empty();
+                            if mysql_notation == is_mariadb {
+                                return Err(RsqlError::connector(
+                                    name,
+                                    format!(
+                                        "'scan.startup.specific-offset.gtid-set' = '{g}' is in {} notation but the server is {}; use {}",
+                                        if mysql_notation { "MySQL's" } else { "MariaDB's" },
+                                        if is_mariadb { "MariaDB" } else { "MySQL" },
+                                        if is_mariadb { "domain-server-sequence items such as '0-1-42'" } else { "uuid:interval items such as '3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42'" }
+                                    ),
+                                ));
+                            }
+                            parsed.to_string()
+                        }
+                        None => String::new(),
+                    };
+                    match file {
+                        Some(f) => (BinlogPosition { file: f.clone(), pos: *pos, gtid_set: gtids }, None),
+                        None => (BinlogPosition { file: String::new(), pos: 4, gtid_set: gtids }, None),
+                    }
+                }
             },
         };
         let progress = match resume.as_ref().and_then(|r| r.snapshot.clone()) {
@@ -1043,7 +979,6 @@ impl Job {
             None if resume.is_none() && snapshot_mode => tables.first().map(|t| SnapshotProgress { table: t.schema.qualified(), done_upto: None }),
             None => None,
         };
-        let gtids = MariaGtidState::parse(&start.gtid_set).unwrap_or_default();
         let snapshot_conn = if needs_key {
             conn.query_drop("SET SESSION time_zone = '+00:00'")
                 .await
@@ -1056,37 +991,42 @@ impl Job {
         if !cfg.incremental_snapshot {
             info!("mysql-cdc: 'scan.incremental.snapshot.enabled' = 'false' is read with the lock-free snapshot too");
         }
+        let by_name = tables.iter().map(|t| ((t.schema.database.clone(), t.schema.table.clone()), t.clone())).collect();
+        let mut dec = BinlogDecoder::new(start, by_name, checksum);
+        dec.skip_before_ms = skip_before_ms;
         let reader = BinlogReader {
             cfg: cfg.clone(),
             server_id,
             stream: None,
-            pos: start.clone(),
-            committed: start,
-            gtids,
-            start_gtid,
-            in_tx: false,
-            pending: Vec::new(),
-            tables: tables.iter().map(|t| ((t.schema.database.clone(), t.schema.table.clone()), t.clone())).collect(),
-            table_ids: HashMap::new(),
+            dec,
+            is_mariadb,
             produced: produced.to_vec(),
             last_event: Instant::now(),
-            skip_before_ms,
-            checksum,
-            seen_fde: false,
         };
         let emitter = Emitter::new(produced, tz_offset_us, ctx)?;
         let snapshot_pending = progress.is_some();
-        Ok(Job { cfg, reader, emitter, tables, position, snapshot_conn, progress, snapshot_pending })
+        Ok(Job {
+            cfg,
+            reader,
+            emitter,
+            tables,
+            position,
+            snapshot_conn,
+            progress,
+            snapshot_pending,
+            reported: None,
+            reported_at: Instant::now(),
+        })
     }
 
     /// The position that reproduces exactly what follows what was handed downstream.
     fn resume_point(&self) -> Resume {
-        Resume { binlog: self.reader.committed.clone(), snapshot: self.progress.clone() }
+        Resume { binlog: self.reader.dec.committed.clone(), snapshot: self.progress.clone() }
     }
 
     fn publish_position(&self) {
         if let Ok(mut p) = self.position.lock() {
-            *p = Some(self.reader.committed.clone());
+            *p = Some(self.reader.dec.committed.clone());
         }
     }
 
@@ -1095,6 +1035,8 @@ impl Job {
     async fn flush(&mut self, ctx: &SourceContext) -> Result<()> {
         self.emitter.flush(ctx).await?;
         self.publish_position();
+        self.reported = Some(self.reader.dec.committed.clone());
+        self.reported_at = Instant::now();
         ctx.position(self.resume_point().encode()).await
     }
 
@@ -1116,7 +1058,7 @@ impl Job {
         }
         self.publish_position();
         loop {
-            let deadline = self.emitter.deadline();
+            let deadline = self.emitter.deadline().or_else(|| self.idle_report_deadline());
             let step = tokio::select! {
                 biased;
                 _ = ctx.stopped() => {
@@ -1126,7 +1068,7 @@ impl Job {
             };
             match step {
                 Step::Commit(changes) => {
-                    for (c, kind) in pair_kinds(&changes, |_| true) {
+                    for (c, kind) in pair_kinds(&changes, |_, _| true) {
                         self.emitter.push(&c.table, kind, &c.row, c.ts_ms)?;
                     }
                     if self.emitter.len() >= self.emitter.batch_size {
@@ -1134,13 +1076,37 @@ impl Job {
                     }
                 }
                 Step::Idle => self.flush(ctx).await?,
-                Step::Progress => {
-                    if self.emitter.len() == 0 {
-                        self.publish_position();
-                    }
-                }
+                Step::Heartbeat => self.report_idle_position(ctx, true).await?,
+                Step::Progress | Step::Statement { .. } => self.report_idle_position(ctx, false).await?,
             }
         }
+    }
+
+    /// True when nothing is buffered, no transaction is open and the committed position moved
+    /// since the last report: the binlog went on with changes this source does not capture.
+    fn idle_position_moved(&self) -> bool {
+        self.emitter.len() == 0
+            && !self.reader.dec.in_tx
+            && self.reported.as_ref().is_none_or(|r| *r != self.reader.dec.committed)
+    }
+
+    /// When reading binlog events that produce no rows for this source (other tables, other
+    /// databases), the position still advances: it is reported on each heartbeat and at most
+    /// once per `IDLE_REPORT_EVERY`, at a transaction boundary with nothing pending, so a
+    /// restart does not re-read the binlog from this source's last change.
+    async fn report_idle_position(&mut self, ctx: &SourceContext, heartbeat: bool) -> Result<()> {
+        if self.emitter.len() == 0 {
+            self.publish_position();
+        }
+        if self.idle_position_moved() && (heartbeat || self.reported_at.elapsed() >= IDLE_REPORT_EVERY) {
+            self.flush(ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// When to wake up to report a moved idle position even if no further event comes.
+    fn idle_report_deadline(&self) -> Option<Instant> {
+        self.idle_position_moved().then(|| self.reported_at + IDLE_REPORT_EVERY)
     }
 
     /// Reads every table; false when the job was asked to stop.
@@ -1152,51 +1118,64 @@ impl Job {
         let mut last_log = Instant::now();
         let first = self.progress.clone();
         for t in &tables {
-            let whole = !t.schema.has_integer_key();
-            let mut state = SnapState { table: t.order, done_upto: None, chunk: None, whole };
+            let mut state = SnapState { table: t.order, done_upto: None, chunk: None };
+            let mut done_key: Option<Vec<Datum>> = None;
             if let Some(p) = &first {
                 let at = tables.iter().position(|x| x.schema.qualified() == p.table).unwrap_or(0);
                 if t.order < at {
                     continue;
                 }
-                if t.order == at && !whole {
-                    state.done_upto = p.done_upto;
+                if t.order == at {
+                    if let Some(k) = &p.done_upto {
+                        let mut row = vec![Datum::Null; t.schema.columns.len()];
+                        for (i, v) in t.schema.primary_key.iter().zip(k) {
+                            row[*i] = v.clone();
+                        }
+                        state.done_upto = self.sort_keys(t, &[row.as_slice()]).await?.pop();
+                        done_key = Some(k.clone());
+                    }
                 }
             }
-            self.progress = Some(SnapshotProgress { table: t.schema.qualified(), done_upto: state.done_upto });
-            let cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
+            self.progress = Some(SnapshotProgress { table: t.schema.qualified(), done_upto: done_key.clone() });
+            let mut cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
+            cols.extend(chunks::weight_columns(&t.schema));
             let from = format!("{}.{}", quote_ident(&t.schema.database), quote_ident(&t.schema.table));
+            let table_started = Instant::now();
+            let mut table_rows = 0u64;
             loop {
                 let Some(conn) = self.snapshot_conn.as_mut() else { return Ok(true) };
                 let low = master_status(conn, &self.cfg).await?;
                 if !self.drain_to(&low, &state, None, ctx).await? {
                     return Ok(false);
                 }
-                let sql = if whole {
-                    format!("SELECT {} FROM {from}", cols.join(", "))
-                } else {
-                    let key = quote_ident(&t.schema.columns[t.schema.primary_key[0]].name);
-                    let cond = state.done_upto.map(|d| format!(" WHERE {key} > {d}")).unwrap_or_default();
-                    format!("SELECT {} FROM {from}{cond} ORDER BY {key} LIMIT {}", cols.join(", "), self.cfg.chunk_size)
-                };
+                let cond = done_key
+                    .as_ref()
+                    .map(|k| format!(" WHERE {}", chunks::after_condition(&t.schema, k)))
+                    .unwrap_or_default();
+                let sql = format!(
+                    "SELECT {} FROM {from}{cond} ORDER BY {} LIMIT {}",
+                    cols.join(", "),
+                    chunks::order_by(&t.schema),
+                    self.cfg.chunk_size
+                );
                 let Some(conn) = self.snapshot_conn.as_mut() else { return Ok(true) };
                 let rows = read_chunk(conn, &self.cfg, t, &sql).await?;
-                let upper = if whole || rows.len() < self.cfg.chunk_size {
+                let upper = if rows.len() < self.cfg.chunk_size {
                     None
                 } else {
-                    rows.last().and_then(|(_, r)| t.int_key(r))
+                    rows.last().map(|r| (r.sort.clone(), t.schema.primary_key.iter().map(|i| r.row[*i].clone()).collect::<Vec<_>>()))
                 };
                 let high = master_status(conn, &self.cfg).await?;
-                state.chunk = Some(upper);
-                debug!(table = %t.schema.qualified(), rows = rows.len(), ?upper, %low, %high, "mysql-cdc: snapshot chunk read");
+                state.chunk = Some(upper.as_ref().map(|(s, _)| s.clone()));
+                debug!(table = %t.schema.qualified(), rows = rows.len(), upper = ?upper.as_ref().map(|u| &u.1), %low, %high, "mysql-cdc: snapshot chunk read");
                 let mut merged: HashMap<String, Option<Vec<Datum>>> = HashMap::new();
                 if !self.drain_to(&high, &state, Some(&mut merged), ctx).await? {
                     return Ok(false);
                 }
                 let n = rows.len();
-                for (key, row) in rows {
-                    if !merged.contains_key(&key) {
-                        self.emitter.push(t, RowKind::Insert, &row, 0)?;
+                for r in rows {
+                    if !merged.contains_key(&r.key) {
+                        self.emitter.push(t, RowKind::Insert, &r.row, 0)?;
                         if self.emitter.len() >= self.emitter.batch_size {
                             // Mid-chunk: no position, a restart re-reads the whole chunk.
                             self.emitter.flush(ctx).await?;
@@ -1206,30 +1185,91 @@ impl Job {
                 for row in merged.into_values().flatten() {
                     self.emitter.push(t, RowKind::Insert, &row, 0)?;
                 }
-                self.progress = match upper {
-                    Some(u) => Some(SnapshotProgress { table: t.schema.qualified(), done_upto: Some(u) }),
+                self.progress = match &upper {
+                    Some((_, k)) => Some(SnapshotProgress { table: t.schema.qualified(), done_upto: Some(k.clone()) }),
                     None => tables
                         .get(t.order + 1)
                         .map(|next| SnapshotProgress { table: next.schema.qualified(), done_upto: None }),
                 };
                 self.flush(ctx).await?;
                 total_rows += n as u64;
+                table_rows += n as u64;
                 if last_log.elapsed() >= Duration::from_secs(5) {
                     last_log = Instant::now();
-                    let rate = total_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    info!(table = %t.schema.qualified(), rows = total_rows, estimated_total = total_est, rows_per_sec = rate as u64, "mysql-cdc: snapshot progress");
+                    log_progress(t, table_rows, table_started, total_rows, total_est, started);
                 }
                 state.chunk = None;
                 match upper {
-                    Some(u) => state.done_upto = Some(u),
+                    Some((sort, k)) => {
+                        state.done_upto = Some(sort);
+                        done_key = Some(k);
+                    }
                     None => break,
                 }
             }
-            let rate = total_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
-            info!(table = %t.schema.qualified(), rows = total_rows, estimated_total = total_est, rows_per_sec = rate as u64, "mysql-cdc: snapshot of table done");
+            log_progress(t, table_rows, table_started, total_rows, total_est, started);
+            info!(table = %t.schema.qualified(), rows = table_rows, seconds = table_started.elapsed().as_secs_f64(), "mysql-cdc: snapshot of table done");
         }
-        info!(rows = total_rows, seconds = started.elapsed().as_secs_f64(), position = %self.reader.committed, "mysql-cdc: snapshot done; reading the binlog");
+        info!(rows = total_rows, seconds = started.elapsed().as_secs_f64(), position = %self.reader.dec.committed, "mysql-cdc: snapshot done; reading the binlog");
         Ok(true)
+    }
+
+    /// Sort keys of natural rows of `t`; the server gives the weights of collated text keys
+    /// (one query for all rows).
+    async fn sort_keys(&mut self, t: &Captured, rows: &[&[Datum]]) -> Result<Vec<SortKey>> {
+        let collated: Vec<usize> =
+            t.schema.primary_key.iter().copied().filter(|i| chunks::is_collated(&t.schema.columns[*i])).collect();
+        let mut exprs = Vec::new();
+        for row in rows {
+            for i in &collated {
+                let v = row.get(*i).unwrap_or(&Datum::Null);
+                if !matches!(v, Datum::Null) {
+                    exprs.push(format!("WEIGHT_STRING({})", chunks::literal(&t.schema.columns[*i], v)));
+                }
+            }
+        }
+        let mut weights: Vec<Vec<u8>> = Vec::with_capacity(exprs.len());
+        for part in exprs.chunks(500) {
+            let Some(conn) = self.snapshot_conn.as_mut() else {
+                return Err(RsqlError::connector(ctx_name(&self.cfg), "the snapshot connection is gone"));
+            };
+            let doing = format!("ordering keys of {}", t.schema.qualified());
+            let row: Option<Row> =
+                conn.query_first(format!("SELECT {}", part.join(", "))).await.map_err(|e| explain(&self.cfg, &doing, &e))?;
+            let row = row.ok_or_else(|| RsqlError::connector(ctx_name(&self.cfg), format!("{doing}: no answer")))?;
+            for j in 0..part.len() {
+                weights.push(match row.as_ref(j) {
+                    Some(mysql_async::Value::Bytes(b)) => b.clone(),
+                    _ => Vec::new(),
+                });
+            }
+        }
+        let mut w = weights.into_iter();
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let mine: Vec<Vec<u8>> = collated
+                    .iter()
+                    .filter(|i| !matches!(row.get(**i).unwrap_or(&Datum::Null), Datum::Null))
+                    .map(|_| w.next().unwrap_or_default())
+                    .collect();
+                chunks::sort_key(&t.schema, row, &mine)
+            })
+            .collect())
+    }
+
+    /// Sort keys of the changes to the table being read (None for other tables).
+    async fn change_keys(&mut self, changes: &[Change], table: usize) -> Result<Vec<Option<SortKey>>> {
+        let mine: Vec<usize> = (0..changes.len()).filter(|i| changes[*i].table.order == table).collect();
+        let mut out = vec![None; changes.len()];
+        let Some(first) = mine.first() else { return Ok(out) };
+        let t = changes[*first].table.clone();
+        let rows: Vec<&[Datum]> = mine.iter().map(|i| changes[*i].row.as_slice()).collect();
+        let keys = self.sort_keys(&t, &rows).await?;
+        for (i, k) in mine.into_iter().zip(keys) {
+            out[i] = Some(k);
+        }
+        Ok(out)
     }
 
     /// Reads the binlog up to `target`, emitting changes of rows already emitted, merging
@@ -1241,18 +1281,20 @@ impl Job {
         mut merged: Option<&mut HashMap<String, Option<Vec<Datum>>>>,
         ctx: &mut SourceContext,
     ) -> Result<bool> {
-        while !self.reader.pos.reached(target) || self.reader.in_tx {
+        while !self.reader.dec.pos.reached(target) || self.reader.dec.in_tx {
             let step = tokio::select! {
                 biased;
                 _ = ctx.stopped() => return Ok(false),
                 s = self.reader.next(None) => s?,
             };
             let Step::Commit(changes) = step else { continue };
-            for (c, kind) in pair_kinds(&changes, |c| state.zone(c) == Zone::Emitted) {
+            let keys = self.change_keys(&changes, state.table).await?;
+            let zones: Vec<Zone> = changes.iter().zip(&keys).map(|(c, k)| state.zone(c, k.as_ref())).collect();
+            for (c, kind) in pair_kinds(&changes, |i, _| zones[i] == Zone::Emitted) {
                 self.emitter.push(&c.table, kind, &c.row, c.ts_ms)?;
             }
             if let Some(m) = merged.as_deref_mut() {
-                for c in changes.iter().filter(|c| state.zone(c) == Zone::Chunk) {
+                for c in changes.iter().zip(&zones).filter(|(_, z)| **z == Zone::Chunk).map(|(c, _)| c) {
                     let key = c.table.key(&c.row);
                     match c.kind {
                         RowKind::Insert | RowKind::UpdateAfter => m.insert(key, Some(c.row.clone())),
@@ -1270,14 +1312,14 @@ impl Job {
 
 /// The changes that pass `keep`, with update halves whose other half was dropped turned into a
 /// plain delete or insert.
-fn pair_kinds(changes: &[Change], keep: impl Fn(&Change) -> bool) -> Vec<(&Change, RowKind)> {
+fn pair_kinds(changes: &[Change], keep: impl Fn(usize, &Change) -> bool) -> Vec<(&Change, RowKind)> {
     let mut out = Vec::with_capacity(changes.len());
     let mut i = 0;
     while i < changes.len() {
         let c = &changes[i];
         if c.kind == RowKind::UpdateBefore && i + 1 < changes.len() && changes[i + 1].kind == RowKind::UpdateAfter {
             let a = &changes[i + 1];
-            match (keep(c), keep(a)) {
+            match (keep(i, c), keep(i + 1, a)) {
                 (true, true) => {
                     out.push((c, RowKind::UpdateBefore));
                     out.push((a, RowKind::UpdateAfter));
@@ -1289,7 +1331,7 @@ fn pair_kinds(changes: &[Change], keep: impl Fn(&Change) -> bool) -> Vec<(&Chang
             i += 2;
             continue;
         }
-        if keep(c) {
+        if keep(i, c) {
             out.push((c, c.kind));
         }
         i += 1;
@@ -1297,13 +1339,25 @@ fn pair_kinds(changes: &[Change], keep: impl Fn(&Change) -> bool) -> Vec<(&Chang
     out
 }
 
-/// Runs one chunk query; returns (key, natural row) pairs in key order.
-async fn read_chunk(conn: &mut Conn, cfg: &CdcConfig, t: &Captured, sql: &str) -> Result<Vec<(String, Vec<Datum>)>> {
+/// One row of a snapshot chunk.
+struct ChunkRow {
+    /// Key text, comparable with binlog rows.
+    key: String,
+    /// Natural values, one per MySQL column.
+    row: Vec<Datum>,
+    /// The key in the server's order.
+    sort: SortKey,
+}
+
+/// Runs one chunk query (the table's columns, then the weights of its collated key columns);
+/// returns the rows in key order.
+async fn read_chunk(conn: &mut Conn, cfg: &CdcConfig, t: &Captured, sql: &str) -> Result<Vec<ChunkRow>> {
     let doing = format!("reading a snapshot chunk of {}", t.schema.qualified());
     let mut result = conn.query_iter(sql).await.map_err(|e| explain(cfg, &doing, &e))?;
     let mut out = Vec::new();
+    let ncols = t.schema.columns.len();
     while let Some(row) = result.next().await.map_err(|e| explain(cfg, &doing, &e))? {
-        let mut nat = Vec::with_capacity(t.schema.columns.len());
+        let mut nat = Vec::with_capacity(ncols);
         for (i, col) in t.schema.columns.iter().enumerate() {
             if !t.needed[i] {
                 nat.push(Datum::Null);
@@ -1314,9 +1368,38 @@ async fn read_chunk(conn: &mut Conn, cfg: &CdcConfig, t: &Captured, sql: &str) -
             })?;
             nat.push(from_text(col, v)?);
         }
-        out.push((t.key(&nat), nat));
+        let mut weights = Vec::new();
+        let mut j = ncols;
+        while let Some(v) = row.as_ref(j) {
+            weights.push(match v {
+                mysql_async::Value::Bytes(b) => b.clone(),
+                _ => Vec::new(),
+            });
+            j += 1;
+        }
+        let sort = chunks::sort_key(&t.schema, &nat, &weights);
+        out.push(ChunkRow { key: t.key(&nat), row: nat, sort });
     }
     Ok(out)
+}
+
+/// One progress line per table: rows read of information_schema's estimate, and rates.
+fn log_progress(t: &Captured, table_rows: u64, table_started: Instant, total_rows: u64, total_est: u64, started: Instant) {
+    let rate = table_rows as f64 / table_started.elapsed().as_secs_f64().max(0.001);
+    let est = t.schema.estimated_rows;
+    let pct = if est > 0 { (table_rows as f64 * 100.0 / est as f64).min(100.0) } else { 0.0 };
+    let total_rate = total_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
+    info!(
+        table = %t.schema.qualified(),
+        rows = table_rows,
+        estimated = est,
+        percent = %format!("{pct:.1}"),
+        rows_per_sec = rate as u64,
+        total_rows,
+        total_estimated = total_est,
+        total_rows_per_sec = total_rate as u64,
+        "mysql-cdc: snapshot progress"
+    );
 }
 
 #[cfg(test)]
@@ -1375,15 +1458,44 @@ mod tests {
             ch(RowKind::Insert, 2),
             ch(RowKind::Delete, 200),
         ];
-        let state = SnapState { table: 0, done_upto: Some(10), chunk: None, whole: false };
-        let kept: Vec<(i64, RowKind)> = pair_kinds(&changes, |c| state.zone(c) == Zone::Emitted)
+        let key = |k: i64| vec![chunks::key_part(&Datum::Int(k), None)];
+        let keys: Vec<SortKey> = changes.iter().map(|c| chunks::sort_key(&c.table.schema, &c.row, &[])).collect();
+        let state = SnapState { table: 0, done_upto: Some(key(10)), chunk: None };
+        let kept: Vec<(i64, RowKind)> = pair_kinds(&changes, |i, c| state.zone(c, Some(&keys[i])) == Zone::Emitted)
             .into_iter()
             .map(|(c, k)| (if let Datum::Int(i) = c.row[0] { i } else { -1 }, k))
             .collect();
         assert_eq!(kept, vec![(1, RowKind::Delete), (2, RowKind::Insert)]);
-        let chunk = SnapState { table: 0, done_upto: Some(10), chunk: Some(Some(150)), whole: false };
-        assert!(chunk.zone(&changes[1]) == Zone::Chunk);
-        assert!(chunk.zone(&changes[3]) == Zone::Later);
-        assert!(chunk.zone(&changes[0]) == Zone::Emitted);
+        let chunk = SnapState { table: 0, done_upto: Some(key(10)), chunk: Some(Some(key(150))) };
+        assert!(chunk.zone(&changes[1], Some(&keys[1])) == Zone::Chunk);
+        assert!(chunk.zone(&changes[3], Some(&keys[3])) == Zone::Later);
+        assert!(chunk.zone(&changes[0], Some(&keys[0])) == Zone::Emitted);
+    }
+
+    #[test]
+    fn saved_snapshot_keys_read_back() {
+        let old = br#"{"binlog":"binlog.000001:400","snapshot":{"table":"d.t","done_upto":"1200"}}"#;
+        let r = Resume::decode(old).unwrap();
+        assert_eq!(r.snapshot.as_ref().unwrap().done_upto, Some(vec![Datum::Int(1200)]));
+        assert_eq!(Resume::decode(&r.encode()).unwrap(), r);
+        let composite = Resume {
+            binlog: BinlogPosition::new("binlog.000002", 4),
+            snapshot: Some(SnapshotProgress {
+                table: "d.t".into(),
+                done_upto: Some(vec![
+                    Datum::Str("b\u{e9}".into()),
+                    Datum::Int(-3),
+                    Datum::UInt(u64::MAX),
+                    Datum::Bytes(vec![0, 255]),
+                    Datum::Decimal(-1234, 2),
+                    Datum::Date(19000),
+                    Datum::Timestamp(1_700_000_000_000_000),
+                    Datum::Null,
+                ]),
+            }),
+        };
+        assert_eq!(Resume::decode(&composite.encode()).unwrap(), composite);
+        let none = Resume { binlog: BinlogPosition::new("b.1", 4), snapshot: Some(SnapshotProgress { table: "d.t".into(), done_upto: None }) };
+        assert_eq!(Resume::decode(&none.encode()).unwrap(), none);
     }
 }
