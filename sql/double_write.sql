@@ -233,7 +233,8 @@ CREATE TABLE IF NOT EXISTS `default_catalog`.`flink_cdc`.`mysql_dws_agg_by_regio
 
 USE flink_cdc;
 
--- The DWD join and the DWS aggregate, each planned once and written to three sinks.
+-- The DWD join and the DWS aggregate, each planned once and fanned out to three sinks
+-- (table.optimizer.reuse-sub-plan-enabled, on by default).
 CREATE TEMPORARY VIEW dwd_view AS
 SELECT
   o.order_id,

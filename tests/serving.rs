@@ -11,6 +11,12 @@
 //! After a snapshot and a random workload, the jdbc tables and the endpoint's tables must equal
 //! MariaDB's own join and GROUP BY over the source tables, the endpoint must have seen no breach
 //! of the contract and no label loaded twice, and the client must stop cleanly on SIGTERM.
+//!
+//! `exactly_once_survives_kills`: MariaDB orders -> a starrocks sink with `sink.semantic` =
+//! `exactly-once` (Stream Load transactions committed at checkpoints every 300 ms); the client is
+//! killed with SIGKILL twice while MariaDB changes and restarted from its checkpoints; the
+//! endpoint's table must end equal to MariaDB's, and nothing but committed transactions may have
+//! reached it.
 
 mod common;
 
@@ -229,4 +235,127 @@ fn lookup_join_reads_the_dimension_table() {
     );
     let _ = std::fs::remove_file(&file);
     mysql(&format!("DROP DATABASE {db}"));
+}
+
+#[test]
+fn exactly_once_survives_kills() {
+    sh("scripts/mariadb.sh", &["start"], &[]);
+    let pid = std::process::id();
+    let db = format!("test_eo_{pid}");
+    create_source_tables(&db);
+    let ep = StreamLoadEndpoint::start(
+        "loader",
+        "pw",
+        vec![TableSpec::new("flink_cdc", "orders", &["order_id", "order_revenue", "order_region", "customer_id"], &["order_id"])],
+    )
+    .expect("start the Stream Load endpoint");
+    let dir = std::env::temp_dir().join(format!("rsql-eo-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the work directory");
+    let script = dir.join("eo.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'execution.checkpointing.interval' = '300ms';
+             SET 'execution.checkpointing.dir' = '{cp}';
+             SET 'pipeline.name' = 'eo';
+             CREATE TABLE orders_src (order_id INT NOT NULL, order_revenue FLOAT NOT NULL, order_region STRING NOT NULL,
+               customer_id INT NOT NULL, PRIMARY KEY (order_id) NOT ENFORCED) WITH (
+               'connector' = 'mysql-cdc', 'hostname' = '127.0.0.1', 'port' = '13306', 'username' = 'rsql', 'password' = 'rsql',
+               'database-name' = '{db}', 'table-name' = 'orders');
+             CREATE TABLE sr_orders (order_id INT, order_revenue FLOAT, order_region STRING, customer_id INT,
+               PRIMARY KEY (order_id) NOT ENFORCED) WITH (
+               'connector' = 'starrocks', 'jdbc-url' = 'jdbc:mysql://127.0.0.1:9030', 'load-url' = '{url}',
+               'database-name' = 'flink_cdc', 'table-name' = 'orders', 'username' = 'loader', 'password' = 'pw',
+               'sink.semantic' = 'exactly-once', 'sink.label-prefix' = 'eo_e2e', 'sink.retry.interval-ms' = '50');
+             INSERT INTO sr_orders SELECT * FROM orders_src;",
+            cp = dir.join("checkpoints").display(),
+            url = ep.load_url()
+        ),
+    )
+    .expect("write the script");
+    let script = script.display().to_string();
+    let committed = |ep: &StreamLoadEndpoint| ep.txn_labels(rsql_connectors::starrocks::endpoint::TxnState::Committed).len();
+    let want = || norm(&mysql(&format!("SELECT order_id, order_revenue, order_region, customer_id FROM {db}.orders")));
+    let got = |ep: &StreamLoadEndpoint| {
+        let mut rows: Vec<Vec<String>> =
+            ep.rows("flink_cdc", "orders").into_iter().map(|r| r.into_iter().map(|c| num(c.as_deref().unwrap_or("NULL"))).collect()).collect();
+        rows.sort();
+        rows
+    };
+
+    let mut rng = SmallRng(0xe0_0c_e);
+    let mut next_order = seed_rows_before(&db, &mut rng);
+    for round in 0..3 {
+        let mut job = Pipeline::start(&script, &[]);
+        let before = committed(&ep);
+        random_workload(&db, &mut rng, &mut next_order, 150);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while committed(&ep) < before + 2 {
+            assert!(job.exited().is_none(), "rsql-client exited early; endpoint breaches: {:?}", ep.violations());
+            assert!(Instant::now() < deadline, "no transaction was committed in round {round}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if round < 2 {
+            // More changes in flight, then a kill between checkpoints.
+            random_workload(&db, &mut rng, &mut next_order, 100);
+            std::thread::sleep(Duration::from_millis(150));
+            job.kill();
+            continue;
+        }
+        let want = want();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got(&ep) != want {
+            assert!(job.exited().is_none(), "rsql-client exited early; endpoint breaches: {:?}", ep.violations());
+            assert!(Instant::now() < deadline, "the StarRocks table never matched MariaDB:\n{}", diff("orders", &got(&ep), &want));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let status = job.stop().expect("rsql-client stops on SIGTERM");
+        assert!(status.success(), "rsql-client exited with {status}");
+        assert_eq!(got(&ep), want);
+    }
+    assert_eq!(ep.violations(), Vec::<String>::new(), "breaches of the Stream Load contract");
+    assert!(ep.loads().is_empty(), "exactly-once loads only through transactions");
+    let calls = ep.txn_calls();
+    let rolled_back = calls.iter().filter(|c| c.op == "rollback" && c.status.starts_with("OK")).count();
+    eprintln!(
+        "exactly-once: {} transactions committed, {rolled_back} rolled back after kills, {} calls of the transaction interface",
+        committed(&ep),
+        calls.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    mysql(&format!("DROP DATABASE {db}"));
+}
+
+/// sql/double_write.sql writes the DWD join and the DWS aggregate into three sinks each: as in
+/// Flink (`table.optimizer.reuse-sub-plan-enabled`, default true), the statement set plans each of
+/// them once and fans it out; with the option off each INSERT gets its own.
+#[test]
+fn double_write_plans_the_join_and_the_aggregate_once() {
+    let script = std::fs::read_to_string(root().join("sql/double_write.sql")).expect("double_write.sql");
+    let explain = script.replace("BEGIN STATEMENT SET;", "EXPLAIN STATEMENT SET BEGIN");
+    assert_ne!(explain, script);
+    let run = |text: &str, name: &str| {
+        let file = std::env::temp_dir().join(format!("rsql-reuse-{}-{name}.sql", std::process::id()));
+        std::fs::write(&file, text).expect("write the script");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rsql-client"))
+            .current_dir(root())
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .expect("run rsql-client");
+        let _ = std::fs::remove_file(&file);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "rsql-client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let out = run(&explain, "on");
+    assert_eq!(out.matches("Join(joinType=[InnerJoin]").count(), 1, "{out}");
+    assert_eq!(out.matches("GroupAggregate(").count(), 1, "{out}");
+    assert!(out.lines().any(|l| l.contains("Join(joinType=[InnerJoin]") && l.contains("reuse_id=[")), "{out}");
+    assert!(out.lines().any(|l| l.contains("GroupAggregate(") && l.contains("reuse_id=[")), "{out}");
+    assert_eq!(out.matches("Sink(table=[").count(), 12, "{out}");
+    let off = run(&format!("SET 'table.optimizer.reuse-sub-plan-enabled' = 'false';\n{explain}"), "off");
+    assert_eq!(off.matches("Join(joinType=[InnerJoin]").count(), 3, "{off}");
+    assert_eq!(off.matches("GroupAggregate(").count(), 3, "{off}");
 }

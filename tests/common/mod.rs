@@ -91,6 +91,12 @@ impl Pipeline {
         None
     }
 
+    /// Kills the client with SIGKILL (no flush, no goodbye) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The exit status if the client has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -497,6 +497,7 @@ impl Sink for KafkaSink {
     }
 
     async fn snapshot(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+        self.flush().await?;
         if !self.cfg.upsert || self.txn != Txn::Off {
             return Ok(Vec::new());
         }
@@ -513,7 +514,10 @@ impl Sink for KafkaSink {
         Ok(SinkOffsets { topic: self.topic.clone(), ends }.encode())
     }
 
-    async fn restore(&mut self, state: &[u8]) -> Result<()> {
+    async fn open(&mut self, _checkpointing: bool, restored: Option<&[u8]>) -> Result<()> {
+        let Some(state) = restored.filter(|s| !s.is_empty()) else {
+            return Ok(());
+        };
         if !self.cfg.upsert || self.txn != Txn::Off {
             return Ok(());
         }

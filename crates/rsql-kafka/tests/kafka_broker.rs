@@ -680,13 +680,13 @@ async fn a_resumed_upsert_sink_undoes_what_a_failed_run_wrote_after_the_checkpoi
     drop(first);
     // A second failed attempt resumes from the same checkpoint and writes key 9 before dying.
     let mut second = factory(&tbl).create_sink(&tbl, &ChangelogMode::All).unwrap();
-    second.restore(&state).await.unwrap();
+    second.open(true, Some(&state)).await.unwrap();
     second.write(batch(&tbl, vec![(RowKind::Insert, row(9, "after"))])).await.unwrap();
     second.flush().await.unwrap();
     drop(second);
     // The third run resumes: the topic's latest values are the checkpoint's again.
     let mut third = factory(&tbl).create_sink(&tbl, &ChangelogMode::All).unwrap();
-    third.restore(&state).await.unwrap();
+    third.open(true, Some(&state)).await.unwrap();
     third.close().await.unwrap();
     let live = |rows: Vec<(String, Option<String>)>| {
         let mut v: Vec<_> = rows.into_iter().filter(|(_, v)| v.is_some()).collect();
@@ -698,7 +698,7 @@ async fn a_resumed_upsert_sink_undoes_what_a_failed_run_wrote_after_the_checkpoi
     assert_eq!(live(at_checkpoint.clone()).len(), 5);
     // Resuming once more keeps the checkpoint's values.
     let mut fourth = factory(&tbl).create_sink(&tbl, &ChangelogMode::All).unwrap();
-    fourth.restore(&state).await.unwrap();
+    fourth.open(true, Some(&state)).await.unwrap();
     fourth.close().await.unwrap();
     let again: Vec<_> = (0..2).flat_map(|p| latest_per_key(&t, p)).collect();
     assert_eq!(live(again), live(at_checkpoint));

@@ -43,6 +43,12 @@ pub struct Lowerer<'a> {
     sources: HashMap<ObjectPath, Lowered>,
     /// Planner for computed columns of tables.
     computed: &'a dyn Fn(&TableDef, &str, &DFSchema) -> Result<Expr>,
+    /// Joins and aggregates already in the graph, by their logical plan: the same sub-plan in
+    /// several statements of a statement set (a view read by several INSERTs) is built once and
+    /// fanned out, as Flink's `table.optimizer.reuse-sub-plan-enabled` does.
+    reused: HashMap<LogicalPlan, Lowered>,
+    /// `table.optimizer.reuse-sub-plan-enabled` (default true).
+    pub reuse_sub_plans: bool,
 }
 
 pub(crate) fn physical(e: &Expr, schema: &DFSchema) -> Result<PhysExpr> {
@@ -137,7 +143,7 @@ fn dim_scan(plan: &LogicalPlan) -> Option<Result<DimScan>> {
 
 impl<'a> Lowerer<'a> {
     pub fn new(registry: &'a ConnectorRegistry, computed: &'a dyn Fn(&TableDef, &str, &DFSchema) -> Result<Expr>) -> Self {
-        Lowerer { graph: JobGraph::default(), registry, sources: HashMap::new(), computed }
+        Lowerer { graph: JobGraph::default(), registry, sources: HashMap::new(), computed, reused: HashMap::new(), reuse_sub_plans: true }
     }
 
     pub fn add(&mut self, kind: NodeKind, inputs: Vec<NodeId>, schema: SchemaRef, mode: ChangelogMode, unique_key: Option<Vec<usize>>, describe: String) -> Lowered {
@@ -150,6 +156,20 @@ impl<'a> Lowerer<'a> {
     }
 
     pub fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered> {
+        let reusable = self.reuse_sub_plans && matches!(plan, LogicalPlan::Join(_) | LogicalPlan::Aggregate(_));
+        if reusable {
+            if let Some(l) = self.reused.get(plan) {
+                return Ok(l.clone());
+            }
+        }
+        let l = self.lower_node(plan)?;
+        if reusable {
+            self.reused.insert(plan.clone(), l.clone());
+        }
+        Ok(l)
+    }
+
+    fn lower_node(&mut self, plan: &LogicalPlan) -> Result<Lowered> {
         match plan {
             LogicalPlan::TableScan(scan) => self.lower_scan(scan),
             LogicalPlan::Projection(p) => self.lower_projection(p),
@@ -304,7 +324,8 @@ impl<'a> Lowerer<'a> {
         let Some(&below_id) = top_node.inputs.first() else { return top };
         let below = self.graph.node(below_id).clone();
         let consumers = self.graph.consumers();
-        if consumers[below_id].len() != 1 || below_id + 1 != top.id {
+        // A node kept for reuse stays as it is: another statement reads it.
+        if consumers[below_id].len() != 1 || below_id + 1 != top.id || self.reused.values().any(|l| l.id == below_id) {
             return top;
         }
         let (NodeKind::Calc { filter: Some(f), filter_text, .. }, NodeKind::Calc { filter: None, exprs, expr_texts, .. }) = (&below.kind, &top_node.kind) else {

@@ -441,6 +441,8 @@ impl Session {
     pub fn build_job(&self, inserts: &[InsertPlan], collect: Option<(&LogicalPlan, SinkFactoryFn)>) -> Result<JobGraph> {
         let computed = |t: &TableDef, sql: &str, s: &DFSchema| self.plan_column_expr(t, sql, s);
         let mut lw = Lowerer::new(&self.registry, &computed);
+        lw.reuse_sub_plans =
+            !self.config.get("table.optimizer.reuse-sub-plan-enabled").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
         for ins in inserts {
             self.lower_insert(&mut lw, ins).map_err(|e| e.at(ins.location))?;
         }

@@ -1,8 +1,9 @@
 //! Checkpoints: what a job saves so that it can resume after a crash, and where it keeps it.
 //!
 //! A checkpoint holds, for every node of the job graph, the bytes that node handed in when the
-//! checkpoint's barrier passed it: a source's position, an operator's state, nothing for a sink
-//! (a sink only flushes). Each node is saved with its kind and its EXPLAIN text, so that a plan
+//! checkpoint's barrier passed it: a source's position, an operator's state, and for a sink what
+//! its `snapshot` returned (nothing for a sink that only flushes; the transactions to commit for
+//! one that commits in two phases). Each node is saved with its kind and its EXPLAIN text, so that a plan
 //! that changed since the checkpoint is refused by name instead of restored into the wrong
 //! operator.
 //!

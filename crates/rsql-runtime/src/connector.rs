@@ -155,24 +155,41 @@ pub trait Source: Send {
 }
 
 /// A running sink. Batches arrive with the sink table's physical columns, in order.
+///
+/// Checkpoints, in the order the executor calls them: `open` once before the first batch (with
+/// the bytes the sink saved in the checkpoint the job resumes from), `snapshot` when a
+/// checkpoint's barrier reaches the sink (its bytes go into that checkpoint), and
+/// `notify_checkpoint_complete` once the checkpoint is written. A sink that commits in two phases
+/// prepares at `snapshot` and commits at the notification; the defaults suit a sink for which a
+/// flush is enough.
 #[async_trait]
 pub trait Sink: Send {
+    /// `checkpointing` says whether the job takes checkpoints; `restored` is what `snapshot`
+    /// returned for the checkpoint the job resumes from (None on a fresh start). A sink may undo
+    /// here what a failed run wrote after that checkpoint (upsert-kafka does).
+    async fn open(&mut self, _checkpointing: bool, _restored: Option<&[u8]>) -> Result<()> {
+        Ok(())
+    }
     async fn write(&mut self, batch: ChangeBatch) -> Result<()>;
     /// Makes everything written so far durable (at checkpoints and at the end).
     async fn flush(&mut self) -> Result<()>;
-    /// Called once at the end of the stream or at shutdown, after a final flush.
-    async fn close(&mut self) -> Result<()> {
-        Ok(())
-    }
-    /// What the sink needs, beyond its flush, to resume from checkpoint `checkpoint` (for
-    /// upsert-kafka: where each partition ended). Called right after the flush at the barrier;
-    /// saved with the checkpoint.
+    /// At checkpoint `checkpoint`'s barrier: makes everything written so far durable or ready to
+    /// commit, and returns the bytes to save for the sink in that checkpoint.
     async fn snapshot(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+        self.flush().await?;
         Ok(Vec::new())
     }
-    /// Called once, before the first write, when the job resumes from a checkpoint holding what
-    /// `snapshot` returned. A sink may undo here what a failed run wrote after that checkpoint.
-    async fn restore(&mut self, _state: &[u8]) -> Result<()> {
+    /// Called instead of the final `flush` when every input has ended by itself (bounded input,
+    /// not a stop): nothing will be replayed, so a two-phase sink commits everything.
+    async fn finish(&mut self) -> Result<()> {
+        self.flush().await
+    }
+    /// Checkpoint `checkpoint` (and every earlier one) is complete and saved.
+    async fn notify_checkpoint_complete(&mut self, _checkpoint: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Called once at the end of the stream or at shutdown, after a final flush.
+    async fn close(&mut self) -> Result<()> {
         Ok(())
     }
 }

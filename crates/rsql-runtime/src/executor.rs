@@ -7,9 +7,11 @@
 //! barrier; a source's barrier follows the last position it reported, so everything before the
 //! barrier is exactly what that position has produced. A node with several inputs holds back
 //! what arrives on an input after its barrier until the barrier has come on every input still
-//! open, then saves its state and passes the barrier on; a sink flushes. When every node has
-//! answered, the coordinator writes the checkpoint to its store in one atomic step. A node that
-//! has finished answers every later checkpoint with the state it finished with.
+//! open, then saves its state and passes the barrier on; a sink flushes (or prepares a
+//! transaction, see `Sink::snapshot`). When every node has answered, the coordinator writes the
+//! checkpoint to its store in one atomic step and then tells the sinks, which may commit what they
+//! prepared. A node that has finished answers every later checkpoint with the state it finished
+//! with.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -237,6 +239,8 @@ struct Coordinator {
     opts: CheckpointOptions,
     nodes: Vec<(&'static str, String)>,
     trigger: watch::Sender<u64>,
+    /// Told the id of every checkpoint once it is written.
+    completed: watch::Sender<u64>,
     reports: mpsc::UnboundedReceiver<Report>,
     requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<Completed>>>,
     stop: watch::Receiver<bool>,
@@ -322,6 +326,7 @@ impl Coordinator {
                 match self.write(&p, &finished) {
                     Ok(c) => {
                         failures = 0;
+                        let _ = self.completed.send(p.id);
                         notify(&mut waiters, p.id, Ok(c));
                     }
                     Err(e) => {
@@ -643,6 +648,8 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
 
     let (report_tx, report_rx) = mpsc::unbounded_channel::<Report>();
     let (trigger_tx, trigger_rx) = watch::channel(0u64);
+    // The id of the newest checkpoint written, for sinks that commit once it is complete.
+    let (completed_tx, completed_rx) = watch::channel(0u64);
     let reporter = checkpointing.as_ref().map(|_| report_tx.clone());
     drop(report_tx);
 
@@ -735,20 +742,34 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 let label = label.clone();
                 let metrics = metrics.clone();
                 let mut inputs = Inputs::new(rx, node.inputs.len());
-                let restored = saved(id).filter(|s| !s.is_empty()).map(|s| s.to_vec());
+                let restored = saved(id).map(|b| b.to_vec());
+                let mut completed = completed_rx.clone();
+                let checkpointed = reporter.is_some();
+                let stop = stop_rx.clone();
                 tasks.spawn(async move {
-                    if let Some(state) = restored {
-                        sink.restore(&state).await.map_err(|e| with_context(e, &label))?;
-                    }
+                    sink.open(checkpointed, restored.as_deref()).await.map_err(|e| with_context(e, &label))?;
+                    let mut completed_open = checkpointed;
                     loop {
-                        match inputs.take().await {
+                        let next = tokio::select! {
+                            n = inputs.take() => n,
+                            r = completed.changed(), if completed_open => {
+                                match r {
+                                    Ok(()) => {
+                                        let cp = *completed.borrow_and_update();
+                                        sink.notify_checkpoint_complete(cp).await.map_err(|e| with_context(e, &label))?;
+                                    }
+                                    Err(_) => completed_open = false,
+                                }
+                                continue;
+                            }
+                        };
+                        match next {
                             Next::Msg(_, Message::Batch(b)) => {
                                 metrics.nodes[id].1.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                                 sink.write(b).await.map_err(|e| with_context(e, &label))?;
                             }
                             Next::Msg(..) => {}
                             Next::Aligned(cp) => {
-                                sink.flush().await.map_err(|e| with_context(e, &label))?;
                                 let bytes = sink.snapshot(cp).await.map_err(|e| with_context(e, &label))?;
                                 if let Some(rep) = &reporter {
                                     let _ = rep.send(Report::Node { id: cp, node: id, bytes });
@@ -757,7 +778,11 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                             Next::Done => break,
                         }
                     }
-                    sink.flush().await.map_err(|e| with_context(e, &label))?;
+                    if *stop.borrow() {
+                        sink.flush().await.map_err(|e| with_context(e, &label))?;
+                    } else {
+                        sink.finish().await.map_err(|e| with_context(e, &label))?;
+                    }
                     sink.close().await.map_err(|e| with_context(e, &label))?;
                     if let Some(rep) = &reporter {
                         let _ = rep.send(Report::Finished { node: id, bytes: Vec::new() });
@@ -844,6 +869,7 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 nodes: graph.nodes.iter().map(|n| (role(&n.kind), n.describe.clone())).collect(),
                 opts: cpo,
                 trigger: trigger_tx,
+                completed: completed_tx,
                 reports: report_rx,
                 requests: req_rx,
                 stop: stop_rx.clone(),

@@ -6,5 +6,6 @@ CREATE TABLE sr_orders (id INT, region STRING, PRIMARY KEY (id) NOT ENFORCED) WI
   'table-name' = 'orders',
   'username' = 'root',
   'password' = '',
-  'sink.semantic' = 'exactly-once'
+  'sink.semantic' = 'exactly-once',
+  'sink.exactly-once.check-num-lingering-txn' = '-1'
 );

@@ -15,7 +15,7 @@
 //! log; other failures (unreachable hosts, HTTP errors, `Fail` without rows to blame) are retried
 //! with the same label, with backoff, on the next `load-url` host, up to `sink.max-retries` times.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,8 @@ pub struct StreamLoadClient {
     next_host: usize,
     /// `load-url` hosts that take loads themselves (BEs): no redirect to ask for.
     direct: HashSet<String>,
+    /// Open transactions: the `scheme://host:port` each began on.
+    txn_hosts: HashMap<String, String>,
 }
 
 /// Percent-encodes a path segment.
@@ -117,6 +119,18 @@ impl StreamLoadClient {
         if let Some(t) = cfg.socket_timeout {
             b = b.timeout(t);
         }
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| RsqlError::connector(ctx.clone(), format!("cannot read 'rsql.tls.ca-file' '{path}': {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| RsqlError::connector(ctx.clone(), format!("'rsql.tls.ca-file' '{path}' is not a PEM file of certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(RsqlError::connector(ctx.clone(), format!("'rsql.tls.ca-file' '{path}' holds no PEM certificate")));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
         let http = b.build().map_err(|e| RsqlError::connector(ctx.clone(), format!("cannot create the HTTP client: {e}")))?;
         let mut headers = HeaderMap::new();
         let mut put = |k: &str, v: &str| -> Result<()> {
@@ -141,7 +155,7 @@ impl StreamLoadClient {
                 put("ignore_json_size", "true")?;
             }
         }
-        Ok(StreamLoadClient { cfg, http, headers, next_host: 0, direct: HashSet::new() })
+        Ok(StreamLoadClient { cfg, http, headers, next_host: 0, direct: HashSet::new(), txn_hosts: HashMap::new() })
     }
 
     /// The headers every load carries besides `label` and `Authorization` (for tests).
@@ -246,12 +260,6 @@ impl StreamLoadClient {
             Ok(u) => u.to_string(),
             Err(e) => return Err(Attempt::Retry(format!("PUT {url}: redirect to '{loc}' is not a URL: {e}"))),
         };
-        if next.to_ascii_lowercase().starts_with("https://") {
-            return Err(Attempt::Fatal(RsqlError::connector(
-                self.ctx(),
-                format!("StarRocks redirected the load to {next}, but https is not supported; load through plain http"),
-            )));
-        }
         Ok(next)
     }
 
@@ -367,6 +375,206 @@ impl StreamLoadClient {
     }
 }
 
+/// One call of the Stream Load transaction interface (`POST /api/transaction/{op}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    Begin,
+    Prepare,
+    Commit,
+    Rollback,
+}
+
+impl TxnOp {
+    pub fn path(self) -> &'static str {
+        match self {
+            TxnOp::Begin => "begin",
+            TxnOp::Prepare => "prepare",
+            TxnOp::Commit => "commit",
+            TxnOp::Rollback => "rollback",
+        }
+    }
+}
+
+/// The state StarRocks reports for a label (`GET /api/{db}/get_load_state`).
+pub fn label_state_is_committed(state: &str) -> bool {
+    matches!(state.to_ascii_uppercase().as_str(), "COMMITTED" | "VISIBLE")
+}
+
+impl StreamLoadClient {
+    /// Headers of every transaction call: the label, db and table, credentials.
+    fn txn_request(&self, method: reqwest::Method, url: &str, label: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, url)
+            .header("label", label)
+            .header("db", &self.cfg.database)
+            .header("table", &self.cfg.table)
+            .header(reqwest::header::EXPECT, "100-continue")
+            .basic_auth(&self.cfg.username, Some(&self.cfg.password))
+    }
+
+    /// One transaction call, following redirects by hand (credentials kept) to the BE that runs
+    /// the transaction, retried with backoff on unreachable hosts and HTTP errors. Returns
+    /// StarRocks' answer, whatever its status; the caller judges it.
+    pub async fn txn(&mut self, op: TxnOp, label: &str) -> Result<LoadResponse> {
+        let mut attempt: u32 = 0;
+        loop {
+            let host = self.txn_host(label);
+            match self.txn_attempt(op, &host, label).await {
+                Ok(r) => return Ok(r),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Done(r)) => return Ok(*r),
+                Err(Attempt::Retry(why)) => {
+                    self.txn_hosts.remove(label);
+                    self.next_host += 1;
+                    if attempt >= self.cfg.max_retries {
+                        return Err(RsqlError::connector(
+                            self.ctx(),
+                            format!(
+                                "transaction {} of label '{label}' failed after {attempt} retries: {why}; \
+                                 raise 'sink.max-retries' or 'sink.retry.interval-ms' to wait longer",
+                                op.path()
+                            ),
+                        ));
+                    }
+                    attempt += 1;
+                    let backoff = self.cfg.retry_interval.saturating_mul(1 << (attempt - 1).min(4)).min(Duration::from_secs(120));
+                    tracing::warn!(table = %self.cfg.flink_table, label, "transaction {} failed: {why}; retry {attempt} in {:?}", op.path(), backoff);
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    /// The host a label's calls go to: the BE its transaction began on, else the next `load-url`.
+    fn txn_host(&self, label: &str) -> String {
+        match self.txn_hosts.get(label) {
+            Some(h) => h.clone(),
+            None => self.cfg.load_urls[self.next_host % self.cfg.load_urls.len()].clone(),
+        }
+    }
+
+    async fn txn_attempt(&mut self, op: TxnOp, host: &str, label: &str) -> std::result::Result<LoadResponse, Attempt> {
+        let mut url = format!("{host}/api/transaction/{}", op.path());
+        for _hop in 0..4 {
+            let mut req = self.txn_request(reqwest::Method::POST, &url, label).header(reqwest::header::CONTENT_LENGTH, "0");
+            match op {
+                TxnOp::Begin => {
+                    req = req.header("timeout", self.cfg.properties.get("timeout").map(String::as_str).unwrap_or("600"));
+                }
+                TxnOp::Prepare => {
+                    if let Some(t) = self.cfg.properties.get("prepared_timeout") {
+                        req = req.header("prepared_timeout", t.as_str());
+                    }
+                }
+                _ => {}
+            }
+            let resp = req.body(Bytes::new()).send().await.map_err(|e| Attempt::Retry(format!("POST {url}: {}", describe_reqwest(&e))))?;
+            let status = resp.status();
+            if status.is_redirection() {
+                url = self.redirect_target(&url, &resp)?;
+                continue;
+            }
+            let bytes = resp.bytes().await.map_err(|e| Attempt::Retry(format!("POST {url}: reading the answer: {}", describe_reqwest(&e))))?;
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(self.refused(status, &url));
+            }
+            if status != StatusCode::OK {
+                return Err(Attempt::Retry(format!("POST {url}: HTTP {status}: {}", snippet(&bytes))));
+            }
+            let r = LoadResponse::parse(&bytes).map_err(|m| Attempt::Retry(format!("POST {url}: {m}")))?;
+            if op == TxnOp::Begin {
+                // Later calls of this transaction go where it began.
+                if let Ok(u) = reqwest::Url::parse(&url) {
+                    let base = format!("{}://{}", u.scheme(), u.host_str().unwrap_or("127.0.0.1"));
+                    let base = match u.port() {
+                        Some(p) => format!("{base}:{p}"),
+                        None => base,
+                    };
+                    self.txn_hosts.insert(label.to_string(), base);
+                }
+            }
+            return Ok(r);
+        }
+        Err(Attempt::Retry(format!("more than 3 redirects starting at {host}")))
+    }
+
+    /// Loads `body` into the open transaction `label` (`PUT /api/transaction/load`). Not retried:
+    /// StarRocks rolls a transaction back when one of its loads fails, and a load whose answer
+    /// was lost cannot be told apart from one that never arrived.
+    pub async fn txn_load(&mut self, label: &str, body: Bytes, rows: usize) -> Result<LoadResponse> {
+        let host = self.txn_host(label);
+        let mut url = format!("{host}/api/transaction/load");
+        for _hop in 0..4 {
+            let req = self.txn_request(reqwest::Method::PUT, &url, label).headers(self.headers.clone()).body(body.clone());
+            let resp = req.send().await.map_err(|e| {
+                RsqlError::connector(self.ctx(), format!("loading {rows} row(s) into transaction '{label}': PUT {url}: {}", describe_reqwest(&e)))
+            })?;
+            let status = resp.status();
+            if status.is_redirection() {
+                url = match self.redirect_target(&url, &resp) {
+                    Ok(u) => u,
+                    Err(Attempt::Fatal(e)) => return Err(e),
+                    Err(_) => return Err(RsqlError::connector(self.ctx(), format!("PUT {url}: {status} without a usable Location header"))),
+                };
+                continue;
+            }
+            let bytes = resp.bytes().await.unwrap_or_default();
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(match self.refused(status, &url) {
+                    Attempt::Fatal(e) => e,
+                    _ => RsqlError::connector(self.ctx(), format!("refused ({status})")),
+                });
+            }
+            if status != StatusCode::OK {
+                return Err(RsqlError::connector(self.ctx(), format!("loading into transaction '{label}': PUT {url}: HTTP {status}: {}", snippet(&bytes))));
+            }
+            let r = LoadResponse::parse(&bytes).map_err(|m| RsqlError::connector(self.ctx(), format!("PUT {url}: {m}")))?;
+            if r.status != "OK" && r.status != "Success" {
+                let log = match &r.error_url {
+                    Some(u) => format!(" (ErrorURL: {u}) {}", self.error_log(u).await),
+                    None => String::new(),
+                };
+                return Err(RsqlError::connector(
+                    self.ctx(),
+                    format!("StarRocks refused {rows} row(s) for transaction '{label}': {} {}{log}", r.status, r.message),
+                ));
+            }
+            return Ok(r);
+        }
+        Err(RsqlError::connector(self.ctx(), format!("more than 3 redirects loading into transaction '{label}'")))
+    }
+
+    /// What StarRocks knows of a label: `PREPARE`, `PREPARED`, `COMMITTED`, `VISIBLE`, `ABORTED`
+    /// or `UNKNOWN`.
+    pub async fn label_state(&mut self, label: &str) -> Result<String> {
+        let host = self.cfg.load_urls[self.next_host % self.cfg.load_urls.len()].clone();
+        let mut url = format!("{host}/api/{}/get_load_state?label={}", segment(&self.cfg.database), segment(label));
+        for _hop in 0..4 {
+            let resp = self
+                .http
+                .get(&url)
+                .basic_auth(&self.cfg.username, Some(&self.cfg.password))
+                .send()
+                .await
+                .map_err(|e| RsqlError::connector(self.ctx(), format!("GET {url}: {}", describe_reqwest(&e))))?;
+            if resp.status().is_redirection() {
+                url = match self.redirect_target(&url, &resp) {
+                    Ok(u) => u,
+                    Err(Attempt::Fatal(e)) => return Err(e),
+                    Err(_) => return Err(RsqlError::connector(self.ctx(), format!("GET {url}: a redirect without a usable Location"))),
+                };
+                continue;
+            }
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| RsqlError::connector(self.ctx(), format!("GET {url}: the answer is not JSON ({e}): {}", snippet(&bytes))))?;
+            let state = v.get("state").or_else(|| v.get("State")).or_else(|| v.get("data")).and_then(|x| x.as_str());
+            return Ok(state.unwrap_or("UNKNOWN").to_string());
+        }
+        Err(RsqlError::connector(self.ctx(), format!("more than 3 redirects asking for the state of label '{label}'")))
+    }
+}
+
 /// Failures that a retry cannot fix.
 fn is_permanent(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
@@ -383,7 +591,9 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         s.push_str(&x.to_string());
         src = x.source();
     }
-    if e.is_connect() {
+    if e.is_connect() && (s.contains("certificate") || s.contains("Certificate")) {
+        s.push_str(" (the server's TLS certificate is not trusted: give its CA in 'rsql.tls.ca-file' or SSL_CERT_FILE)");
+    } else if e.is_connect() {
         s.push_str(" (is the FE's http port in 'load-url' reachable?)");
     } else if e.is_timeout() {
         s.push_str(" (timed out; see 'sink.connect.timeout-ms' / 'sink.socket.timeout-ms')");

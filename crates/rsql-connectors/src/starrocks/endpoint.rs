@@ -18,6 +18,19 @@
 //!
 //! Answers follow StarRocks: `Success`, `Label Already Exists` with `ExistingJobStatus` =
 //! `FINISHED` for a label loaded before, and injected faults ([`Fault`]) for the failure paths.
+//!
+//! The Stream Load transaction interface is modelled too: the FE redirects
+//! `/api/transaction/{begin,load,prepare,commit,rollback}` to the BE, which keeps one state per
+//! label as StarRocks documents it. `begin` (POST; `label`, `db`, `table`, optional `timeout` in
+//! seconds, default 600) opens a transaction unless the label is held by one that is not rolled
+//! back (`LABEL_ALREADY_EXISTS` with its state; labels of rolled-back transactions can be used
+//! again); `load` (PUT, the body checked as for a Stream Load) adds rows to an open transaction
+//! and fails one that is prepared or unknown; `prepare` freezes it (optional `prepared_timeout`);
+//! `commit` applies its rows to the table (a second commit answers `OK`, "already committed");
+//! `rollback` drops it. An open transaction older than its `timeout`, or a prepared one older than
+//! its `prepared_timeout`, is rolled back by the endpoint as by StarRocks' transaction manager,
+//! and a failed `load` rolls its transaction back. The FE answers
+//! `GET /api/{db}/get_load_state?label=` with the label's state.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -25,7 +38,32 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
+
+/// The test CA (PEM) that signed the endpoint's TLS certificate (for 127.0.0.1 and localhost).
+pub fn test_ca_pem_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/starrocks/testdata/ca.pem")
+}
+
+fn tls_acceptor() -> io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls::{self, pki_types};
+    let cert = pki_types::CertificateDer::from(include_bytes!("testdata/server.crt.der").to_vec());
+    let key = pki_types::PrivateKeyDer::Pkcs8(pki_types::PrivatePkcs8KeyDer::from(include_bytes!("testdata/server.key.der").to_vec()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .map_err(io::Error::other)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
 
 use super::parse_delimiter;
 use crate::jdbc::percent_decode;
@@ -93,6 +131,48 @@ struct TableData {
     appended: Vec<Vec<Cell>>,
 }
 
+/// Where a transaction of the transaction interface is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnState {
+    /// Begun, taking loads.
+    Prepare,
+    Prepared,
+    Committed,
+    Aborted,
+}
+
+impl TxnState {
+    /// The name StarRocks reports (`get_load_state`, `ExistingJobStatus`).
+    fn name(self) -> &'static str {
+        match self {
+            TxnState::Prepare => "PREPARE",
+            TxnState::Prepared => "PREPARED",
+            TxnState::Committed => "VISIBLE",
+            TxnState::Aborted => "ABORTED",
+        }
+    }
+}
+
+struct Txn {
+    db: String,
+    table: String,
+    state: TxnState,
+    rows: Vec<(u8, Vec<Cell>)>,
+    since: std::time::Instant,
+    timeout: std::time::Duration,
+    prepared_timeout: Option<std::time::Duration>,
+    id: i64,
+}
+
+/// One call of the transaction interface the BE answered.
+#[derive(Clone, Debug)]
+pub struct TxnRecord {
+    pub op: String,
+    pub label: String,
+    /// `Status` answered, then the message (or `dropped`, `HTTP 500`).
+    pub status: String,
+}
+
 #[derive(Default)]
 struct State {
     auth: String,
@@ -109,6 +189,14 @@ struct State {
     be_requests: u64,
     txn: i64,
     error_logs: HashMap<String, String>,
+    txns: HashMap<String, Txn>,
+    /// Faults for the next transaction calls of an operation (`begin`, `load`, ...).
+    txn_faults: VecDeque<(String, Fault)>,
+    txn_calls: Vec<TxnRecord>,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// TLS handshakes that failed (a client that does not trust the certificate).
+    tls_failures: Vec<String>,
 }
 
 /// The running endpoint; stops when dropped.
@@ -130,6 +218,16 @@ fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl StreamLoadEndpoint {
     /// Starts an FE and a BE on free ports of 127.0.0.1, accepting `user` / `password`.
     pub fn start(user: &str, password: &str, tables: Vec<TableSpec>) -> io::Result<StreamLoadEndpoint> {
+        Self::start_with(user, password, tables, false)
+    }
+
+    /// The same over TLS (https), with a certificate signed by [`test_ca_pem_path`].
+    pub fn start_tls(user: &str, password: &str, tables: Vec<TableSpec>) -> io::Result<StreamLoadEndpoint> {
+        Self::start_with(user, password, tables, true)
+    }
+
+    fn start_with(user: &str, password: &str, tables: Vec<TableSpec>, tls: bool) -> io::Result<StreamLoadEndpoint> {
+        let acceptor = if tls { Some(tls_acceptor()?) } else { None };
         let fe = std::net::TcpListener::bind("127.0.0.1:0")?;
         let be = std::net::TcpListener::bind("127.0.0.1:0")?;
         fe.set_nonblocking(true)?;
@@ -137,7 +235,7 @@ impl StreamLoadEndpoint {
         let (fe_addr, be_addr) = (fe.local_addr()?, be.local_addr()?);
         let mut auth = b"Basic ".to_vec();
         base64_encode(format!("{user}:{password}").as_bytes(), &mut auth);
-        let mut st = State { auth: String::from_utf8_lossy(&auth).into_owned(), ..State::default() };
+        let mut st = State { auth: String::from_utf8_lossy(&auth).into_owned(), scheme: if tls { "https" } else { "http" }, ..State::default() };
         for t in tables {
             st.tables.insert((t.database.clone(), t.table.clone()), TableData { spec: Some(t), ..TableData::default() });
         }
@@ -157,8 +255,8 @@ impl StreamLoadEndpoint {
                     lock(&s2).violations.push("the endpoint could not listen".into());
                     return;
                 };
-                let fe_task = tokio::spawn(serve(fe, Role::Fe, be_addr, s2.clone()));
-                let be_task = tokio::spawn(serve(be, Role::Be, be_addr, s2.clone()));
+                let fe_task = tokio::spawn(serve(fe, Role::Fe, be_addr, s2.clone(), acceptor.clone()));
+                let be_task = tokio::spawn(serve(be, Role::Be, be_addr, s2.clone(), acceptor));
                 let _ = rx.await;
                 fe_task.abort();
                 be_task.abort();
@@ -167,9 +265,13 @@ impl StreamLoadEndpoint {
         Ok(StreamLoadEndpoint { fe: fe_addr, be: be_addr, state, stop: Some(tx), thread: Some(thread) })
     }
 
-    /// `127.0.0.1:port` of the FE, for `load-url`.
+    /// `127.0.0.1:port` of the FE, for `load-url` (`https://127.0.0.1:port` over TLS).
     pub fn load_url(&self) -> String {
-        self.fe.to_string()
+        if lock(&self.state).scheme == "https" {
+            format!("https://{}", self.fe)
+        } else {
+            self.fe.to_string()
+        }
     }
 
     /// `127.0.0.1:port` of the BE (loads may also go there directly).
@@ -211,6 +313,39 @@ impl StreamLoadEndpoint {
         lock(&self.state).unauthorized
     }
 
+    /// Makes the next transaction call `op` (`begin`, `load`, `prepare`, `commit`, `rollback`)
+    /// play `fault`: `Http500` (nothing done), `Drop` (connection closed, nothing done) or
+    /// `CommitThenDrop` (done, then the connection closed without an answer).
+    pub fn push_txn_fault(&self, op: &str, fault: Fault) {
+        lock(&self.state).txn_faults.push_back((op.to_string(), fault));
+    }
+
+    /// TLS handshakes that failed so far.
+    pub fn tls_failures(&self) -> Vec<String> {
+        lock(&self.state).tls_failures.clone()
+    }
+
+    /// Transaction calls answered so far.
+    pub fn txn_calls(&self) -> Vec<TxnRecord> {
+        lock(&self.state).txn_calls.clone()
+    }
+
+    /// The state of a transaction label, after applying timeouts.
+    pub fn txn_state(&self, label: &str) -> Option<TxnState> {
+        let mut st = lock(&self.state);
+        expire(&mut st);
+        st.txns.get(label).map(|t| t.state)
+    }
+
+    /// Labels of transactions in `state`, sorted.
+    pub fn txn_labels(&self, state: TxnState) -> Vec<String> {
+        let mut st = lock(&self.state);
+        expire(&mut st);
+        let mut v: Vec<String> = st.txns.iter().filter(|(_, t)| t.state == state).map(|(l, _)| l.clone()).collect();
+        v.sort();
+        v
+    }
+
     /// (requests to the FE, requests to the BE).
     pub fn requests(&self) -> (u64, u64) {
         let st = lock(&self.state);
@@ -235,11 +370,22 @@ enum Role {
     Be,
 }
 
-async fn serve(listener: TcpListener, role: Role, be: SocketAddr, state: Arc<Mutex<State>>) {
+async fn serve(listener: TcpListener, role: Role, be: SocketAddr, state: Arc<Mutex<State>>, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream: Stream = match tls {
+                Some(a) => match a.accept(stream).await {
+                    Ok(s) => Box::new(s),
+                    Err(e) => {
+                        lock(&state).tls_failures.push(e.to_string());
+                        return;
+                    }
+                },
+                None => Box::new(stream),
+            };
             let _ = connection(stream, role, be, state).await;
         });
     }
@@ -265,7 +411,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Reads until `buf` holds a request head; None at a clean end of the connection.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Request>> {
+async fn read_head(stream: &mut Stream, buf: &mut Vec<u8>) -> io::Result<Option<Request>> {
     let end = loop {
         if let Some(p) = find(buf, b"\r\n\r\n") {
             break p + 4;
@@ -300,7 +446,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Opti
     Ok(Some(r))
 }
 
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, need: usize) -> io::Result<()> {
+async fn fill(stream: &mut Stream, buf: &mut Vec<u8>, need: usize) -> io::Result<()> {
     while buf.len() < need {
         let mut chunk = [0u8; 65536];
         let n = stream.read(&mut chunk).await?;
@@ -313,7 +459,7 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, need: usize) -> io::Res
 }
 
 /// Reads the request body (Content-Length or chunked).
-async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, r: &Request) -> io::Result<Vec<u8>> {
+async fn read_body(stream: &mut Stream, buf: &mut Vec<u8>, r: &Request) -> io::Result<Vec<u8>> {
     if let Some(n) = r.body_len {
         fill(stream, buf, n).await?;
         return Ok(buf.drain(..n).collect());
@@ -343,7 +489,7 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, r: &Request) -> io
     Ok(Vec::new())
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, extra: &[(&str, String)], body: &[u8]) -> io::Result<()> {
+async fn respond(stream: &mut Stream, status: &str, extra: &[(&str, String)], body: &[u8]) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -390,12 +536,43 @@ fn answer(label: &str, status: &str, message: &str, rows: usize, bytes: usize, t
     serde_json::Value::Object(m).to_string().into_bytes()
 }
 
-async fn connection(mut stream: TcpStream, role: Role, be: SocketAddr, state: Arc<Mutex<State>>) -> io::Result<()> {
+async fn connection(mut stream: Stream, role: Role, be: SocketAddr, state: Arc<Mutex<State>>) -> io::Result<()> {
     let mut buf = Vec::new();
     while let Some(req) = read_head(&mut stream, &mut buf).await? {
         match role {
             Role::Fe => {
                 lock(&state).fe_requests += 1;
+                if req.header("authorization").is_some_and(|v| v == lock(&state).auth) {
+                    if let Some(db) = load_state_path(&req.path) {
+                        let label = req.query.strip_prefix("label=").map(percent_decode).unwrap_or_default();
+                        let name = {
+                            let mut st = lock(&state);
+                            expire(&mut st);
+                            match st.txns.get(&label) {
+                                Some(t) if t.db == db => t.state.name(),
+                                _ if st.committed.contains_key(&label) => "VISIBLE",
+                                _ => "UNKNOWN",
+                            }
+                        };
+                        let body = serde_json::json!({"Status": "OK", "Message": "", "state": name}).to_string();
+                        respond(&mut stream, "200 OK", &[("Content-Type", "application/json".into())], body.as_bytes()).await?;
+                        continue;
+                    }
+                    if req.path.starts_with("/api/transaction/") {
+                        if req.body_len.unwrap_or(0) > 0 || req.chunked {
+                            lock(&state).violations.push(format!("FE got {} with a body; the data belongs to the BE it redirects to", req.path));
+                        }
+                        let location = format!("{}://{be}{}", lock(&state).scheme, req.path);
+                        respond(&mut stream, "307 Temporary Redirect", &[("Location", location)], b"").await?;
+                        if req.body_len.is_some() || req.chunked {
+                            match tokio::time::timeout(std::time::Duration::from_millis(500), read_body(&mut stream, &mut buf, &req)).await {
+                                Ok(Ok(_)) => {}
+                                _ => return Ok(()),
+                            }
+                        }
+                        continue;
+                    }
+                }
                 if req.method != "PUT" || load_path(&req.path).is_none() {
                     lock(&state).violations.push(format!("FE got {} {} (not a Stream Load)", req.method, req.path));
                     respond(&mut stream, "404 Not Found", &[], b"not found").await?;
@@ -416,7 +593,7 @@ async fn connection(mut stream: TcpStream, role: Role, be: SocketAddr, state: Ar
                     ));
                 }
                 // The FE answers from the head alone, as StarRocks does for `Expect: 100-continue`.
-                let location = format!("http://{be}{}{}", req.path, if req.query.is_empty() { String::new() } else { format!("?{}", req.query) });
+                let location = format!("{}://{be}{}{}", lock(&state).scheme, req.path, if req.query.is_empty() { String::new() } else { format!("?{}", req.query) });
                 respond(&mut stream, "307 Temporary Redirect", &[("Location", location)], b"").await?;
                 // A client that did not wait for `100 Continue` sends the body anyway: read it.
                 if req.body_len.is_some() || req.chunked {
@@ -437,6 +614,13 @@ async fn connection(mut stream: TcpStream, role: Role, be: SocketAddr, state: Ar
                     }
                     continue;
                 }
+                if let Some(op) = req.path.strip_prefix("/api/transaction/") {
+                    let op = op.to_string();
+                    if !be_txn(&mut stream, &mut buf, &req, &op, &state).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 if !be_load(&mut stream, &mut buf, &req, be, &state).await? {
                     return Ok(());
                 }
@@ -447,7 +631,7 @@ async fn connection(mut stream: TcpStream, role: Role, be: SocketAddr, state: Ar
 }
 
 /// Handles one load on the BE; false when the connection must close.
-async fn be_load(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &Request, be: SocketAddr, state: &Arc<Mutex<State>>) -> io::Result<bool> {
+async fn be_load(stream: &mut Stream, buf: &mut Vec<u8>, req: &Request, be: SocketAddr, state: &Arc<Mutex<State>>) -> io::Result<bool> {
     // A request without label and body sent straight to a BE (a client finding out whether the
     // host redirects): StarRocks runs an empty load, which fails.
     if req.header("label").is_none() && req.body_len.unwrap_or(0) == 0 && !req.chunked && req.method == "PUT" && load_path(&req.path).is_some() {
@@ -516,6 +700,243 @@ async fn be_load(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &Request, be: S
     Ok(!close)
 }
 
+fn load_state_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/")?;
+    let (db, tail) = rest.split_once('/')?;
+    (tail == "get_load_state").then(|| percent_decode(db))
+}
+
+/// Rolls back transactions whose time is up, as StarRocks' transaction manager does.
+fn expire(st: &mut State) {
+    for t in st.txns.values_mut() {
+        let over = match t.state {
+            TxnState::Prepare => t.since.elapsed() > t.timeout,
+            TxnState::Prepared => t.prepared_timeout.is_some_and(|p| t.since.elapsed() > p),
+            _ => false,
+        };
+        if over {
+            t.state = TxnState::Aborted;
+            t.rows.clear();
+        }
+    }
+}
+
+fn txn_answer(label: &str, txn: i64, status: &str, message: &str, extra: &[(&str, serde_json::Value)]) -> Vec<u8> {
+    let mut m = serde_json::Map::new();
+    m.insert("TxnId".into(), txn.into());
+    m.insert("Label".into(), label.into());
+    m.insert("Status".into(), status.into());
+    m.insert("Message".into(), message.into());
+    for (k, v) in extra {
+        m.insert((*k).into(), v.clone());
+    }
+    serde_json::Value::Object(m).to_string().into_bytes()
+}
+
+/// One call of the transaction interface on the BE; false when the connection must close.
+async fn be_txn(stream: &mut Stream, buf: &mut Vec<u8>, req: &Request, op: &str, state: &Arc<Mutex<State>>) -> io::Result<bool> {
+    let authorized = req.header("authorization").is_some_and(|v| v == lock(state).auth);
+    let expects = req.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects && authorized && op == "load" {
+        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+    }
+    let body = read_body(stream, buf, req).await?;
+    if !authorized {
+        lock(state).unauthorized += 1;
+        respond(stream, "401 Unauthorized", &[("WWW-Authenticate", "Basic realm=\"\"".into())], b"Access denied").await?;
+        return Ok(true);
+    }
+    let label = req.header("label").unwrap_or("").to_string();
+    let fault = {
+        let mut st = lock(state);
+        match st.txn_faults.iter().position(|(o, _)| o == op) {
+            Some(i) => st.txn_faults.remove(i).map(|(_, f)| f),
+            None => None,
+        }
+    };
+    let record = |status: String| {
+        lock(state).txn_calls.push(TxnRecord { op: op.to_string(), label: label.clone(), status });
+    };
+    match fault {
+        Some(Fault::Drop) => {
+            record("dropped".into());
+            return Ok(false);
+        }
+        Some(Fault::Http500) => {
+            record("HTTP 500".into());
+            respond(stream, "500 Internal Server Error", &[], b"internal error").await?;
+            return Ok(true);
+        }
+        _ => {}
+    }
+    let (answer, status) = txn_call(state, req, op, &label, &body);
+    let dropped = fault == Some(Fault::CommitThenDrop);
+    record(if dropped { format!("{status}, dropped") } else { status });
+    if dropped {
+        return Ok(false);
+    }
+    respond(stream, "200 OK", &[("Content-Type", "application/json".into())], &answer).await?;
+    Ok(true)
+}
+
+/// Checks a transaction call and applies it; (answer, `Status: Message` for the record).
+fn txn_call(state: &Arc<Mutex<State>>, req: &Request, op: &str, label: &str, body: &[u8]) -> (Vec<u8>, String) {
+    let mut st = lock(state);
+    expire(&mut st);
+    let mut breaches = Vec::new();
+    let want_method = if op == "load" { "PUT" } else { "POST" };
+    if !["begin", "load", "prepare", "commit", "rollback"].contains(&op) {
+        breaches.push(format!("/api/transaction/{op} is not an operation of the transaction interface"));
+    } else if req.method != want_method {
+        breaches.push(format!("{} /api/transaction/{op} (it is a {want_method})", req.method));
+    }
+    if label.is_empty() || label.len() > 128 || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        breaches.push(format!("label '{label}' is missing or not [-_A-Za-z0-9]{{1,128}}"));
+    }
+    let db = req.header("db").unwrap_or("").to_string();
+    let table = req.header("table").unwrap_or("").to_string();
+    if db.is_empty() {
+        breaches.push("no 'db' header".into());
+    }
+    if (op == "begin" || op == "load") && table.is_empty() {
+        breaches.push(format!("no 'table' header on {op}"));
+    }
+    if op != "load" && !body.is_empty() {
+        breaches.push(format!("{op} carries a body of {} bytes", body.len()));
+    }
+    if !breaches.is_empty() {
+        for b in &breaches {
+            st.violations.push(format!("transaction {op} '{label}': {b}"));
+        }
+        let m = breaches.join("; ");
+        return (txn_answer(label, -1, "FAILED", &m, &[]), format!("FAILED: {m}"));
+    }
+    let fail = |id: i64, m: &str| (txn_answer(label, id, "FAILED", m, &[]), format!("FAILED: {m}"));
+    let ok = |id: i64, m: &str| (txn_answer(label, id, "OK", m, &[]), format!("OK: {m}"));
+    let exists = st.txns.get(label).filter(|t| t.state != TxnState::Aborted).map(|t| (t.state, t.id, t.db.clone()));
+    if let Some((_, _, tdb)) = &exists {
+        if *tdb != db {
+            return fail(-1, "Transcation Not Exist");
+        }
+    }
+    match op {
+        "begin" => {
+            if let Some((s, _, _)) = exists {
+                let job = if s == TxnState::Prepare { "RUNNING" } else { s.name() };
+                let m = format!("Label [{label}] has already been used.");
+                return (
+                    txn_answer(label, -1, "LABEL_ALREADY_EXISTS", &m, &[("ExistingJobStatus", job.into())]),
+                    format!("LABEL_ALREADY_EXISTS: {job}"),
+                );
+            }
+            if st.committed.contains_key(label) {
+                let m = format!("Label [{label}] has already been used.");
+                return (txn_answer(label, -1, "LABEL_ALREADY_EXISTS", &m, &[("ExistingJobStatus", "FINISHED".into())]), "LABEL_ALREADY_EXISTS: FINISHED".into());
+            }
+            if !st.tables.get(&(db.clone(), table.clone())).is_some_and(|t| t.spec.is_some()) {
+                return fail(-1, &format!("unknown table {db}.{table}"));
+            }
+            let timeout = match req.header("timeout").map(|t| t.parse::<u64>()) {
+                None => 600,
+                Some(Ok(t)) if t > 0 => t,
+                Some(_) => {
+                    st.violations.push(format!("transaction begin '{label}': 'timeout' is not a number of seconds"));
+                    return fail(-1, "invalid timeout");
+                }
+            };
+            st.txn += 1;
+            let id = st.txn;
+            st.txns.insert(
+                label.to_string(),
+                Txn {
+                    db,
+                    table,
+                    state: TxnState::Prepare,
+                    rows: Vec::new(),
+                    since: std::time::Instant::now(),
+                    timeout: std::time::Duration::from_secs(timeout),
+                    prepared_timeout: None,
+                    id,
+                },
+            );
+            ok(id, "")
+        }
+        "load" => {
+            let Some((s, id, _)) = exists else { return fail(-1, "TXN_NOT_EXISTS") };
+            if s != TxnState::Prepare {
+                return fail(id, "Transcation State Invalid");
+            }
+            let spec = st.tables.get(&(db.clone(), table.clone())).and_then(|t| t.spec.clone());
+            let parsed = match &spec {
+                Some(spec) => parse_rows(req, body, spec),
+                None => Err(format!("unknown table {db}.{table}")),
+            };
+            match parsed {
+                Ok(rows) => {
+                    let n = rows.len();
+                    if let Some(t) = st.txns.get_mut(label) {
+                        t.rows.extend(rows);
+                    }
+                    let extra = [("NumberTotalRows", n.into()), ("NumberLoadedRows", n.into()), ("NumberFilteredRows", 0.into())];
+                    (txn_answer(label, id, "OK", "", &extra), format!("OK: {n} rows"))
+                }
+                Err(e) => {
+                    st.violations.push(format!("transaction load '{label}' into {db}.{table}: {e}"));
+                    if let Some(t) = st.txns.get_mut(label) {
+                        t.state = TxnState::Aborted;
+                        t.rows.clear();
+                    }
+                    fail(id, &e)
+                }
+            }
+        }
+        "prepare" => match exists {
+            None => fail(-1, "Transcation Not Exist"),
+            Some((TxnState::Committed, id, _)) => fail(id, "Transcation State Invalid"),
+            Some((_, id, _)) => {
+                let pt = req.header("prepared_timeout").and_then(|t| t.parse::<u64>().ok()).map(std::time::Duration::from_secs);
+                if let Some(t) = st.txns.get_mut(label) {
+                    if t.state == TxnState::Prepare {
+                        t.state = TxnState::Prepared;
+                        t.since = std::time::Instant::now();
+                        t.prepared_timeout = pt;
+                    }
+                }
+                ok(id, "")
+            }
+        },
+        "commit" => match exists {
+            None => fail(-1, "Transcation Not Exist"),
+            Some((TxnState::Committed, id, _)) => ok(id, "Transaction already commited"),
+            Some((_, id, _)) => {
+                let (rows, key) = match st.txns.get_mut(label) {
+                    Some(t) => {
+                        t.state = TxnState::Committed;
+                        (std::mem::take(&mut t.rows), (t.db.clone(), t.table.clone()))
+                    }
+                    None => return fail(id, "Transcation Not Exist"),
+                };
+                if let Some(t) = st.tables.get_mut(&key) {
+                    apply(t, rows);
+                }
+                ok(id, "")
+            }
+        },
+        "rollback" => match exists {
+            None => fail(-1, "Transcation Not Exist"),
+            Some((TxnState::Committed, id, _)) => fail(id, "Transcation State Invalid"),
+            Some((_, id, _)) => {
+                if let Some(t) = st.txns.get_mut(label) {
+                    t.state = TxnState::Aborted;
+                    t.rows.clear();
+                }
+                ok(id, "")
+            }
+        },
+        _ => fail(-1, "unknown operation"),
+    }
+}
+
 /// Applies a checked load and builds StarRocks' answer; None = close without answering.
 #[allow(clippy::too_many_arguments)]
 fn decide(
@@ -565,7 +986,7 @@ fn decide(
         Some(Fault::FailWithErrorUrl(m)) => {
             let file = format!("error_log_{txn}");
             st.error_logs.insert(file.clone(), m.clone());
-            ("Fail", "too many filtered rows".into(), vec![("ErrorURL", format!("http://{be}/api/_load_error_log?file={file}").into())])
+            ("Fail", "too many filtered rows".into(), vec![("ErrorURL", format!("{}://{be}/api/_load_error_log?file={file}", st.scheme).into())])
         }
         Some(Fault::LabelRunning) => ("Label Already Exists", format!("Label [{label}] has already been used."), vec![("ExistingJobStatus", "RUNNING".into())]),
         Some(Fault::PublishTimeout) => ("Publish Timeout", "transaction commit successfully, BUT data will be visible later".into(), vec![]),

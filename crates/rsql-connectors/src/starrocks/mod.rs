@@ -10,9 +10,10 @@
 //!
 //! What is supported: `sink.semantic` = `at-least-once` (each buffer is one load under one label;
 //! a retry of the buffer reuses its label, so StarRocks loads it at most once), CSV and JSON
-//! bodies, the `__op` column for upserts and deletes on tables with a primary key, plain `http://`
-//! load URLs. `exactly-once` (StarRocks transactions across checkpoints) and `https://` load URLs
-//! are validation errors. `jdbc-url` is required as in Flink and checked for its form, but not
+//! bodies, the `__op` column for upserts and deletes on tables with a primary key, `http://` and
+//! `https://` load URLs (TLS with rustls; the system's CA certificates are trusted, plus those of
+//! the rsql-only option `rsql.tls.ca-file`), and `exactly-once`: StarRocks transactions prepared at
+//! checkpoint barriers and committed once the checkpoint is complete (see `sink`). `jdbc-url` is required as in Flink and checked for its form, but not
 //! used: columns come from the table's DDL, not from StarRocks' catalog.
 
 pub mod client;
@@ -58,8 +59,10 @@ pub struct StarRocksConfig {
     /// The Flink table, for messages.
     pub flink_table: String,
     pub jdbc_url: String,
-    /// `http://host:port` of each FE (or BE) in `load-url`.
+    /// `http://host:port` (or `https://`) of each FE (or BE) in `load-url`.
     pub load_urls: Vec<String>,
+    /// `rsql.tls.ca-file`: a PEM file of CA certificates trusted for https besides the system's.
+    pub ca_file: Option<String>,
     pub database: String,
     pub table: String,
     pub username: String,
@@ -82,6 +85,12 @@ pub struct StarRocksConfig {
     pub columns: Vec<(String, LogicalType)>,
     /// Whether the table has a primary key: loads then carry `__op` (0 upsert, 1 delete).
     pub upsert: bool,
+    /// `sink.semantic` = `exactly-once`: one StarRocks transaction per checkpoint.
+    pub exactly_once: bool,
+    /// On restore, how many transactions after the restored checkpoint to roll back
+    /// (`sink.exactly-once.check-num-lingering-txn`; 0 when
+    /// `sink.exactly-once.enable-abort-lingering-txn` = false).
+    pub lingering_txns: u64,
 }
 
 /// `\x01` -> byte 1, `\t`-style escapes as StarRocks reads them, anything else as written.
@@ -107,15 +116,13 @@ pub fn parse_delimiter(s: &str) -> std::result::Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// `host:port`, `http://host:port` -> `http://host:port`.
+/// `host:port`, `http://host:port` -> `http://host:port`; `https://host:port` stays https.
 fn parse_load_url(u: &str) -> std::result::Result<String, String> {
     let u = u.trim().trim_end_matches('/');
-    if u.to_ascii_lowercase().starts_with("https://") {
-        return Err(format!("'{u}': https load URLs are not supported; use the FE's plain http port ('host:8030')"));
-    }
-    let hostport = match u.get(..7) {
-        Some(p) if p.eq_ignore_ascii_case("http://") => &u[7..],
-        _ => u,
+    let (scheme, hostport) = match (u.get(..7), u.get(..8)) {
+        (_, Some(p)) if p.eq_ignore_ascii_case("https://") => ("https", &u[8..]),
+        (Some(p), _) if p.eq_ignore_ascii_case("http://") => ("http", &u[7..]),
+        _ => ("http", u),
     };
     if hostport.contains('/') {
         return Err(format!("'{u}' has a path; give only 'host:http_port'"));
@@ -126,7 +133,7 @@ fn parse_load_url(u: &str) -> std::result::Result<String, String> {
     if host.is_empty() || port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
         return Err(format!("could not parse '{u}': it should follow the format 'host_name:port'"));
     }
-    Ok(format!("http://{hostport}"))
+    Ok(format!("{scheme}://{hostport}"))
 }
 
 fn valid_label_part(s: &str) -> bool {
@@ -148,13 +155,12 @@ impl StarRocksConfig {
             return Err(o.error("load-url", "names no host; write 'fe_host:8030' (several separated by ';')"));
         }
         let semantic = o.string("sink.semantic", "at-least-once").to_ascii_lowercase();
-        if semantic == "exactly-once" {
-            return Err(o.error(
-                "sink.semantic",
-                "'exactly-once' is not supported yet (it needs StarRocks transactions committed at checkpoints); \
-                 use 'at-least-once': every buffer is one Stream Load whose label is reused on retries, so a retry never loads twice",
-            ));
+        let exactly_once = semantic == "exactly-once";
+        let lingering = o.int("sink.exactly-once.check-num-lingering-txn", 3)?;
+        if !(0..=1000).contains(&lingering) {
+            return Err(o.error("sink.exactly-once.check-num-lingering-txn", format!("{lingering} is outside the supported range [0, 1000]")));
         }
+        let abort_lingering = o.bool("sink.exactly-once.enable-abort-lingering-txn", true)?;
         let label_prefix = o.get("sink.label-prefix").map(str::to_string);
         if let Some(p) = &label_prefix {
             if !valid_label_part(p) || p.len() > 64 {
@@ -197,6 +203,7 @@ impl StarRocksConfig {
             flink_table: table.path.name.clone(),
             jdbc_url,
             load_urls,
+            ca_file: o.get("rsql.tls.ca-file").map(str::to_string),
             database: o.required("database-name")?.to_string(),
             table: o.required("table-name")?.to_string(),
             username: o.required("username")?.to_string(),
@@ -214,6 +221,8 @@ impl StarRocksConfig {
             ignore_update_before: o.bool("sink.ignore.update-before", true)?,
             columns,
             upsert: table.primary_key.as_ref().is_some_and(|k| !k.is_empty()),
+            exactly_once,
+            lingering_txns: if abort_lingering { lingering as u64 } else { 0 },
         })
     }
 
@@ -250,6 +259,8 @@ impl ConnectorFactory for StarRocksFactory {
             OptionSpec::optional("sink.connect.timeout-ms", Int),
             OptionSpec::optional("sink.socket.timeout-ms", Int),
             OptionSpec::optional("sink.ignore.update-before", Bool),
+            // rsql only (flink-connector-starrocks has no such option).
+            OptionSpec::optional("rsql.tls.ca-file", String),
             // Accepted for compatibility with flink-connector-starrocks; they tune its Java
             // threads and queues and have no effect here.
             OptionSpec::optional("sink.version", String),
@@ -264,6 +275,7 @@ impl ConnectorFactory for StarRocksFactory {
             OptionSpec::optional("sink.use.new-sink-api", Bool),
             OptionSpec::optional("sink.wrap-json-as-array", Bool),
             OptionSpec::optional("sink.exactly-once.enable-label-gen", Bool),
+            // Honoured: stale transactions rolled back when resuming from a checkpoint.
             OptionSpec::optional("sink.exactly-once.enable-abort-lingering-txn", Bool),
             OptionSpec::optional("sink.exactly-once.check-num-lingering-txn", Int),
         ])
@@ -407,9 +419,12 @@ pub(crate) mod tests {
         assert_eq!(cfg.format, LoadFormat::Json);
         assert_eq!(cfg.properties.get("strip_outer_array").map(String::as_str), Some("true"));
 
-        assert!(err(&with(&[("sink.semantic", "exactly-once")])).contains("'exactly-once' is not supported yet"));
+        let cfg = StarRocksConfig::from_table(&table(&with(&[("sink.semantic", "exactly-once")]), true)).unwrap();
+        assert!(cfg.exactly_once && cfg.lingering_txns == 3);
+        assert!(err(&with(&[("sink.exactly-once.check-num-lingering-txn", "-1")])).contains("[0, 1000]"));
         assert!(err(&with(&[("sink.semantic", "exactly")])).contains("at-least-once, exactly-once"));
-        assert!(err(&with(&[("load-url", "https://fe:8443")])).contains("https load URLs are not supported"));
+        let cfg = StarRocksConfig::from_table(&table(&with(&[("load-url", "https://fe:8443;HTTP://fe2:8030")]), true)).unwrap();
+        assert_eq!(cfg.load_urls, vec!["https://fe:8443", "http://fe2:8030"]);
         assert!(err(&with(&[("load-url", "fe")])).contains("host_name:port"));
         assert!(err(&with(&[("sink.buffer-flush.max-rows", "10")])).contains("[64000, 5000000]"));
         assert!(err(&with(&[("sink.buffer-flush.interval-ms", "10")])).contains("[1000, 3600000]"));
