@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rand::rngs::SmallRng;
@@ -28,73 +27,16 @@ use rand::{Rng, SeedableRng};
 use rsql_common::arrow::array::{ArrayRef, Int32Array, TimestampMicrosecondArray};
 use rsql_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rsql_common::arrow::record_batch::RecordBatch;
-use rsql_common::catalog::TableDef;
-use rsql_common::options::{OptionKind, OptionSchema, OptionSpec};
-use rsql_common::{ChangeBatch, Location, Result, RowKind};
+use rsql_common::{ChangeBatch, Location, RowKind};
 use rsql_planner::Session;
 
 mod common;
-use common::{changelog_batches, feeds, format_rows, lr_batch, random_changelog, Change};
+use common::{changelog_batches, feeds, format_rows, lr_batch, random_changelog, Change, Collect, FeedFactory};
 use rsql_runtime::graph::SinkFactoryFn;
 use rsql_runtime::{
-    start_job, ChangelogMode, ConnectorFactory, ConnectorRegistry, JobOptions, ProducedColumn, Sink, Source, SourceContext,
-    SourceInfo,
+    start_job, ConnectorRegistry, JobOptions, Sink,
 };
 
-
-/// A test source replaying a registered feed: a changelog, or inserts only with 'mode' = 'append'.
-struct ChangelogFactory;
-
-struct Feed {
-    batches: Vec<ChangeBatch>,
-}
-
-#[async_trait]
-impl Source for Feed {
-    async fn run(&mut self, ctx: SourceContext) -> Result<()> {
-        for b in self.batches.drain(..) {
-            ctx.emit(b).await?;
-        }
-        Ok(())
-    }
-}
-
-impl ConnectorFactory for ChangelogFactory {
-    fn name(&self) -> &'static str {
-        "changelog-test"
-    }
-    fn options(&self, _t: &TableDef) -> OptionSchema {
-        OptionSchema::new(vec![
-            OptionSpec::required("feed", OptionKind::String),
-            OptionSpec::optional("mode", OptionKind::Enum(&["changelog", "append"])),
-        ])
-    }
-    fn source_info(&self, t: &TableDef) -> Result<SourceInfo> {
-        let mode = if t.option("mode") == Some("append") { ChangelogMode::InsertOnly } else { ChangelogMode::All };
-        Ok(SourceInfo { changelog_mode: mode, bounded: true })
-    }
-    fn create_source(&self, t: &TableDef, _c: &[ProducedColumn]) -> Result<Box<dyn Source>> {
-        let key = t.option("feed").unwrap_or_default().to_string();
-        let batches = feeds().lock().unwrap().remove(&key).unwrap_or_default();
-        Ok(Box::new(Feed { batches }))
-    }
-    fn create_sink(&self, _t: &TableDef, _m: &ChangelogMode) -> Result<Box<dyn Sink>> {
-        Err(rsql_common::RsqlError::unsupported("test source only"))
-    }
-}
-
-struct Collect(Arc<Mutex<Vec<ChangeBatch>>>);
-
-#[async_trait]
-impl Sink for Collect {
-    async fn write(&mut self, batch: ChangeBatch) -> Result<()> {
-        self.0.lock().unwrap().push(batch);
-        Ok(())
-    }
-    async fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
 
 /// One row of the insert-only table `e`: arrival number, key, value, event time in µs.
 #[derive(Clone, Debug)]
@@ -178,7 +120,7 @@ fn run_incremental(sql: &str, inputs: &Inputs, seed: u64) -> std::result::Result
         f.insert(names[2].clone(), event_batches(&inputs.e, &mut rng));
     }
     let mut reg = ConnectorRegistry::new();
-    reg.register(Arc::new(ChangelogFactory));
+    reg.register(Arc::new(FeedFactory("changelog-test")));
     let mut session = Session::new(reg);
     let ddl = format!(
         "CREATE TABLE l (k INT NOT NULL, a INT NOT NULL, s STRING NOT NULL, b INT NOT NULL, PRIMARY KEY (k) NOT ENFORCED) WITH ('connector' = 'changelog-test', 'feed' = '{}');

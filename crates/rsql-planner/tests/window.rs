@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rand::rngs::SmallRng;
@@ -17,66 +16,13 @@ use rand::{Rng, SeedableRng};
 use rsql_common::arrow::array::{ArrayRef, Int32Array, TimestampMicrosecondArray};
 use rsql_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rsql_common::arrow::record_batch::RecordBatch;
-use rsql_common::catalog::TableDef;
-use rsql_common::options::{OptionKind, OptionSchema, OptionSpec};
-use rsql_common::{ChangeBatch, Location, Result, RowKind};
+use rsql_common::{ChangeBatch, Location, RowKind};
 use rsql_planner::Session;
 use rsql_runtime::graph::SinkFactoryFn;
-use rsql_runtime::{start_job, ChangelogMode, ConnectorFactory, ConnectorRegistry, JobOptions, ProducedColumn, Sink, Source, SourceContext, SourceInfo};
+use rsql_runtime::{start_job, ConnectorRegistry, JobOptions, Sink};
 
 mod common;
-use common::{feeds, format_rows};
-
-/// Replays a registered feed: inserts with 'mode' = 'append', a changelog otherwise.
-struct FeedFactory;
-
-struct Feed {
-    batches: Vec<ChangeBatch>,
-}
-
-#[async_trait]
-impl Source for Feed {
-    async fn run(&mut self, ctx: SourceContext) -> Result<()> {
-        for b in self.batches.drain(..) {
-            ctx.emit(b).await?;
-        }
-        Ok(())
-    }
-}
-
-impl ConnectorFactory for FeedFactory {
-    fn name(&self) -> &'static str {
-        "feed-test"
-    }
-    fn options(&self, _t: &TableDef) -> OptionSchema {
-        OptionSchema::new(vec![OptionSpec::required("feed", OptionKind::String), OptionSpec::optional("mode", OptionKind::Enum(&["changelog", "append"]))])
-    }
-    fn source_info(&self, t: &TableDef) -> Result<SourceInfo> {
-        let mode = if t.option("mode") == Some("append") { ChangelogMode::InsertOnly } else { ChangelogMode::All };
-        Ok(SourceInfo { changelog_mode: mode, bounded: true })
-    }
-    fn create_source(&self, t: &TableDef, _c: &[ProducedColumn]) -> Result<Box<dyn Source>> {
-        let key = t.option("feed").unwrap_or_default().to_string();
-        let batches = feeds().lock().unwrap().remove(&key).unwrap_or_default();
-        Ok(Box::new(Feed { batches }))
-    }
-    fn create_sink(&self, _t: &TableDef, _m: &ChangelogMode) -> Result<Box<dyn Sink>> {
-        Err(rsql_common::RsqlError::unsupported("test source only"))
-    }
-}
-
-struct Collect(Arc<Mutex<Vec<ChangeBatch>>>);
-
-#[async_trait]
-impl Sink for Collect {
-    async fn write(&mut self, batch: ChangeBatch) -> Result<()> {
-        self.0.lock().unwrap().push(batch);
-        Ok(())
-    }
-    async fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
+use common::{feeds, format_rows, Collect, FeedFactory};
 
 /// One event of table `e`: key, value, event time in milliseconds.
 type Event = (i32, i32, i64);
@@ -107,7 +53,7 @@ const DDL: &str = "CREATE TABLE e (k INT NOT NULL, b INT NOT NULL, ts TIMESTAMP(
 
 fn session(feed: &str) -> std::result::Result<Session, String> {
     let mut reg = ConnectorRegistry::new();
-    reg.register(Arc::new(FeedFactory));
+    reg.register(Arc::new(FeedFactory("feed-test")));
     let mut s = Session::new(reg);
     for st in rsql_sql::parse_script(&DDL.replace("FEED", feed)).map_err(|e| e.to_string())? {
         match &st.statement {

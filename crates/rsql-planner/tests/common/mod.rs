@@ -1,8 +1,15 @@
-//! Pieces the planner's engine tests share: registered feeds for test sources, random
-//! changelogs over the tables `l` / `r` (k, a, s, b) cut into batches, and rows as text.
+//! Pieces the planner's engine tests share: registered feeds and the test source replaying them,
+//! a collecting sink, random changelogs over the tables `l` / `r` (k, a, s, b) cut into batches,
+//! and rows as text.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+
+use async_trait::async_trait;
+use rsql_common::catalog::TableDef;
+use rsql_common::options::{OptionKind, OptionSchema, OptionSpec};
+use rsql_common::Result;
+use rsql_runtime::{ChangelogMode, ConnectorFactory, ProducedColumn, Sink, Source, SourceContext, SourceInfo};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rand::rngs::SmallRng;
@@ -93,4 +100,60 @@ pub fn format_rows(b: &RecordBatch) -> Vec<String> {
     let opts = FormatOptions::default().with_null("NULL");
     let fmts: Vec<_> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
     (0..b.num_rows()).map(|i| fmts.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("|")).collect()
+}
+
+/// A bounded test source replaying the registered feed named by its 'feed' option: a changelog,
+/// or inserts only with 'mode' = 'append'. The field is the connector name scripts use.
+pub struct FeedFactory(pub &'static str);
+
+struct Feed {
+    batches: Vec<ChangeBatch>,
+}
+
+#[async_trait]
+impl Source for Feed {
+    async fn run(&mut self, ctx: SourceContext) -> Result<()> {
+        for b in self.batches.drain(..) {
+            ctx.emit(b).await?;
+        }
+        Ok(())
+    }
+}
+
+impl ConnectorFactory for FeedFactory {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn options(&self, _t: &TableDef) -> OptionSchema {
+        OptionSchema::new(vec![
+            OptionSpec::required("feed", OptionKind::String),
+            OptionSpec::optional("mode", OptionKind::Enum(&["changelog", "append"])),
+        ])
+    }
+    fn source_info(&self, t: &TableDef) -> Result<SourceInfo> {
+        let mode = if t.option("mode") == Some("append") { ChangelogMode::InsertOnly } else { ChangelogMode::All };
+        Ok(SourceInfo { changelog_mode: mode, bounded: true })
+    }
+    fn create_source(&self, t: &TableDef, _c: &[ProducedColumn]) -> Result<Box<dyn Source>> {
+        let key = t.option("feed").unwrap_or_default().to_string();
+        let batches = feeds().lock().unwrap().remove(&key).unwrap_or_default();
+        Ok(Box::new(Feed { batches }))
+    }
+    fn create_sink(&self, _t: &TableDef, _m: &ChangelogMode) -> Result<Box<dyn Sink>> {
+        Err(rsql_common::RsqlError::unsupported("test source only"))
+    }
+}
+
+/// A sink keeping every batch it is given.
+pub struct Collect(pub Arc<Mutex<Vec<ChangeBatch>>>);
+
+#[async_trait]
+impl Sink for Collect {
+    async fn write(&mut self, batch: ChangeBatch) -> Result<()> {
+        self.0.lock().unwrap().push(batch);
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
