@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end figures of the seed pipeline (issue: commit -> DWS latency p50/p99 at a fixed rate,
+# End-to-end figures of the seed pipeline (commit -> DWS latency p50/p99 at a fixed rate,
 # and the sustained change rate). Starts MariaDB (scripts/mariadb.sh) and a broker of its own,
 # runs the release rsql-client on sql/demo.sql, then crates/rsql-kafka/examples/seed_latency.rs.
 #   RATE=1000 SECONDS=10 ROWS=200000 bench/seed_e2e.sh
