@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -27,15 +27,12 @@ use rand::{Rng, SeedableRng};
 use rsql_common::arrow::array::{ArrayRef, Int32Array, TimestampMicrosecondArray};
 use rsql_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rsql_common::arrow::record_batch::RecordBatch;
-use rsql_common::{ChangeBatch, Location, RowKind};
+use rsql_common::{ChangeBatch, RowKind};
 use rsql_planner::Session;
 
 mod common;
-use common::{changelog_batches, feeds, format_rows, lr_batch, random_changelog, Change, Collect, FeedFactory};
-use rsql_runtime::graph::SinkFactoryFn;
-use rsql_runtime::{
-    start_job, ConnectorRegistry, JobOptions, Sink,
-};
+use common::{changelog_batches, feeds, format_rows, lr_batch, random_changelog, run_query, Change, FeedFactory};
+use rsql_runtime::ConnectorRegistry;
 
 
 /// One row of the insert-only table `e`: arrival number, key, value, event time in µs.
@@ -135,20 +132,7 @@ fn run_incremental(sql: &str, inputs: &Inputs, seed: u64) -> std::result::Result
                 session.create_table(ct, st.location).map_err(|e| e.to_string())?;
             }
         }
-        let q = rsql_sql::parse_script(sql).map_err(|e| e.to_string())?;
-        let rsql_sql::Statement::Query(query) = &q[0].statement else { return Err("not a query".to_string()) };
-        let plan = session.plan_query(query, Location::default()).map_err(|e| e.to_string())?;
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let o2 = out.clone();
-        let create: SinkFactoryFn = Arc::new(move || Ok(Box::new(Collect(o2.clone())) as Box<dyn Sink>));
-        let graph = session.build_job(&[], Some((&plan, create))).map_err(|e| e.to_string())?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let job = start_job(&graph, &JobOptions::default())?;
-            job.wait().await
-        })
-        .map_err(|e| e.to_string())?;
-        let batches = out.lock().unwrap().clone();
+        let batches = run_query(&session, sql)?;
         materialize(&batches)
     })();
     let mut f = feeds().lock().unwrap();

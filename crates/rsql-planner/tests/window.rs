@@ -7,7 +7,7 @@
 //! intervals, SESSION).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -19,10 +19,10 @@ use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::{ChangeBatch, Location, RowKind};
 use rsql_planner::Session;
 use rsql_runtime::graph::SinkFactoryFn;
-use rsql_runtime::{start_job, ConnectorRegistry, JobOptions, Sink};
+use rsql_runtime::ConnectorRegistry;
 
 mod common;
-use common::{feeds, format_rows, Collect, FeedFactory};
+use common::{feeds, format_rows, run_query, FeedFactory};
 
 /// One event of table `e`: key, value, event time in milliseconds.
 type Event = (i32, i32, i64);
@@ -87,20 +87,7 @@ fn run(sql: &str, events: &[Event], batch: usize) -> std::result::Result<Vec<Str
     let name = format!("e{}", NEXT.fetch_add(1, Ordering::Relaxed));
     feeds().lock().unwrap().insert(name.clone(), events.chunks(batch.max(1)).map(|c| ChangeBatch::inserts(e_batch(c))).collect());
     let s = session(&name)?;
-    let q = rsql_sql::parse_script(sql).map_err(|e| e.to_string())?;
-    let rsql_sql::Statement::Query(query) = &q[0].statement else { return Err("not a query".into()) };
-    let plan = s.plan_query(query, Location::default()).map_err(|e| e.to_string())?;
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let o2 = out.clone();
-    let create: SinkFactoryFn = Arc::new(move || Ok(Box::new(Collect(o2.clone())) as Box<dyn Sink>));
-    let graph = s.build_job(&[], Some((&plan, create))).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let job = start_job(&graph, &JobOptions::default())?;
-        job.wait().await
-    })
-    .map_err(|e| e.to_string())?;
-    let batches = out.lock().unwrap().clone();
+    let batches = run_query(&s, sql)?;
     let mut rows = Vec::new();
     for b in &batches {
         for (r, k) in format_rows(&b.data).into_iter().zip(&b.kinds) {

@@ -17,7 +17,7 @@
 //! MySQL refuses (too long, out of range, NULL into NOT NULL, ...) stops the job with the table,
 //! the column and the row.
 
-use crate::background::ErrorSlot;
+use crate::background::{spawn_interval_flusher, ErrorSlot, IntervalBuffer};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -502,26 +502,21 @@ impl JdbcSink {
         if self.flusher.is_some() {
             return;
         }
-        let shared = self.shared.clone();
-        let slot = self.background_error.clone();
-        let tick = (interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        self.flusher = Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(tick).await;
-                let mut w = shared.lock().await;
-                if w.buffer.since.is_some_and(|s| s.elapsed() >= interval) {
-                    if let Err(e) = w.flush_buffer().await {
-                        tracing::error!("{e}");
-                        slot.put(e);
-                        return;
-                    }
-                }
-            }
-        }));
+        self.flusher = Some(spawn_interval_flusher(self.shared.clone(), interval, self.background_error.clone()));
     }
 
     fn check_background(&self) -> Result<()> {
         self.background_error.check()
+    }
+}
+
+#[async_trait]
+impl IntervalBuffer for Writer {
+    fn oldest(&self) -> Option<Instant> {
+        self.buffer.since
+    }
+    async fn flush_interval(&mut self) -> Result<()> {
+        self.flush_buffer().await
     }
 }
 

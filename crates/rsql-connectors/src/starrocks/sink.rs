@@ -29,9 +29,9 @@
 //! the replay. At the end of a bounded input the last transaction is prepared and committed at
 //! once; when the job stops, the open transaction is rolled back (its rows are replayed on resume).
 
-use crate::background::ErrorSlot;
+use crate::background::{spawn_interval_flusher, ErrorSlot, IntervalBuffer};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -383,27 +383,21 @@ impl StarRocksSink {
         if self.flusher.is_some() || self.cfg.exactly_once {
             return;
         }
-        let interval = self.cfg.flush_interval;
-        let shared = self.shared.clone();
-        let slot = self.background_error.clone();
-        let tick = (interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        self.flusher = Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(tick).await;
-                let mut l = shared.lock().await;
-                if l.since.is_some_and(|s| s.elapsed() >= interval) {
-                    if let Err(e) = l.flush_buffer().await {
-                        tracing::error!("{e}");
-                        slot.put(e);
-                        return;
-                    }
-                }
-            }
-        }));
+        self.flusher = Some(spawn_interval_flusher(self.shared.clone(), self.cfg.flush_interval, self.background_error.clone()));
     }
 
     fn check_background(&self) -> Result<()> {
         self.background_error.check()
+    }
+}
+
+#[async_trait]
+impl IntervalBuffer for Loader {
+    fn oldest(&self) -> Option<Instant> {
+        self.since
+    }
+    async fn flush_interval(&mut self) -> Result<()> {
+        self.flush_buffer().await
     }
 }
 
@@ -505,6 +499,7 @@ impl Drop for StarRocksSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use crate::starrocks::client::LoadResponse;
     use crate::starrocks::endpoint::{Fault, StreamLoadEndpoint, TableSpec, TxnState};
     use crate::starrocks::tests::table;

@@ -1,5 +1,5 @@
 //! Pieces the planner's engine tests share: registered feeds and the test source replaying them,
-//! a collecting sink, random changelogs over the tables `l` / `r` (k, a, s, b) cut into batches,
+//! a collecting sink, running a query to its end, random changelogs over the tables `l` / `r` (k, a, s, b) cut into batches,
 //! and rows as text.
 #![allow(dead_code)]
 
@@ -156,4 +156,24 @@ impl Sink for Collect {
     async fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+}
+
+/// Plans the query `sql` in `session`, runs it to its end on a current-thread runtime and
+/// returns every batch its sink was given, in order.
+pub fn run_query(session: &rsql_planner::Session, sql: &str) -> std::result::Result<Vec<ChangeBatch>, String> {
+    let q = rsql_sql::parse_script(sql).map_err(|e| e.to_string())?;
+    let rsql_sql::Statement::Query(query) = &q[0].statement else { return Err("not a query".to_string()) };
+    let plan = session.plan_query(query, rsql_common::Location::default()).map_err(|e| e.to_string())?;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let o2 = out.clone();
+    let create: rsql_runtime::graph::SinkFactoryFn = Arc::new(move || Ok(Box::new(Collect(o2.clone())) as Box<dyn Sink>));
+    let graph = session.build_job(&[], Some((&plan, create))).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let job = rsql_runtime::start_job(&graph, &rsql_runtime::JobOptions::default())?;
+        job.wait().await
+    })
+    .map_err(|e| e.to_string())?;
+    let batches = out.lock().unwrap().clone();
+    Ok(batches)
 }

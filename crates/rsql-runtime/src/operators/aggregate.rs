@@ -867,7 +867,7 @@ impl Operator for GroupAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operators::testutil::{batch, schema, show};
+    use crate::operators::testutil::{batch, manual_ttl, schema, show};
     use rsql_common::arrow::datatypes::Field;
 
     #[test]
@@ -923,13 +923,6 @@ mod tests {
         assert_eq!(show(&out), vec!["+I[1, 7]", "-U[1, 7]", "+U[1, 2]"]);
     }
 
-    fn clock() -> (std::sync::Arc<std::sync::atomic::AtomicU64>, StateTtl) {
-        let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let read = now.clone();
-        let ttl = StateTtl::with_clock(std::time::Duration::from_millis(100), std::sync::Arc::new(move || read.load(std::sync::atomic::Ordering::SeqCst)));
-        (now, ttl)
-    }
-
     #[test]
     fn state_ttl_expires_groups_that_were_not_written() {
         use std::sync::atomic::Ordering::SeqCst;
@@ -945,7 +938,7 @@ mod tests {
             Field::new("mn", DataType::Int32, true),
             Field::new("mx", DataType::Int32, true),
         ]));
-        let (now, ttl) = clock();
+        let (now, ttl) = manual_ttl();
         let mut a = GroupAggregate::new(s.clone(), &[0], calls.clone(), out_schema.clone(), false).unwrap().with_ttl(ttl.clone());
         let mut out = Vec::new();
         a.process(0, batch(&s, &[("+I", &[1, 5])]), &mut out).unwrap();

@@ -334,7 +334,7 @@ impl Operator for Join {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operators::testutil::{batch, schema, show};
+    use crate::operators::testutil::{batch, manual_ttl, schema, show};
 
     fn join(kind: JoinKind) -> Join {
         let l = schema(&["lk", "lv"], false);
@@ -401,10 +401,8 @@ mod tests {
 
     #[test]
     fn state_ttl_expires_rows_that_were_not_written() {
-        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-        let now = std::sync::Arc::new(AtomicU64::new(0));
-        let read = now.clone();
-        let ttl = StateTtl::with_clock(std::time::Duration::from_millis(100), std::sync::Arc::new(move || read.load(SeqCst)));
+        use std::sync::atomic::Ordering::SeqCst;
+        let (now, ttl) = manual_ttl();
         let (l, r) = (schema(&["lk", "lv"], false), schema(&["rk", "rv"], false));
         let mut j = join(JoinKind::Inner).with_ttl(ttl.clone());
         let mut out = Vec::new();

@@ -1,12 +1,24 @@
-//! Helpers for operator unit tests: build small changelog batches of Int32 columns and read them
-//! back as `kind[a, b]` strings.
+//! Helpers for operator unit tests: build small changelog batches of Int32 columns, read them
+//! back as `kind[a, b]` strings, and drive state TTL with a clock the test sets.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rsql_common::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
 use rsql_common::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::{ChangeBatch, RowKind};
+
+use super::state::StateTtl;
+
+/// A TTL of 100 ms read from the returned clock (milliseconds), which starts at 0.
+pub fn manual_ttl() -> (Arc<AtomicU64>, StateTtl) {
+    let now = Arc::new(AtomicU64::new(0));
+    let read = now.clone();
+    let ttl = StateTtl::with_clock(Duration::from_millis(100), Arc::new(move || read.load(Ordering::SeqCst)));
+    (now, ttl)
+}
 
 pub fn schema(names: &[&str], nullable: bool) -> SchemaRef {
     Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Int32, nullable)).collect::<Vec<_>>()))
