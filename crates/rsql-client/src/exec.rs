@@ -150,9 +150,18 @@ impl Client {
 
     fn job_options(&self) -> Result<JobOptions> {
         let mut o = JobOptions::default();
-        // Processing-time TTL of join and group aggregate state; '0' (the default) keeps state forever.
+        // Processing-time TTL of the state of joins, aggregates, Top-N, deduplication and sink
+        // materializers; '0' (the default) keeps state forever.
         if let Some(ttl) = self.config_duration("table.exec.state.ttl")? {
             o.state_ttl = ttl;
+        }
+        // Flink's default is 200 ms; '0' emits a watermark after every batch that moves it.
+        if let Some(d) = self.config_duration("pipeline.auto-watermark-interval")? {
+            o.watermark_interval = d;
+        }
+        // Off ('0') by default: an input without rows holds back the watermark of joins and unions.
+        if let Some(d) = self.config_duration("table.exec.source.idle-timeout")? {
+            o.idle_timeout = d;
         }
         if let Some(v) = self.session.config.get("table.exec.mini-batch.size").and_then(|v| v.parse::<usize>().ok()) {
             o.batch_size = v.max(1);

@@ -228,7 +228,7 @@ impl Running {
             }
             Message::End => self.ended = true,
             Message::Position(p) => self.positions.push((self.state.clone(), p)),
-            Message::Watermark(_) | Message::Barrier(_) => {}
+            Message::Watermark(_) | Message::Idle(_) | Message::Barrier(_) => {}
         }
     }
 

@@ -1165,6 +1165,11 @@ fn time_attribute(plan: &LogicalPlan, idx: usize) -> Option<TimeAttr> {
         LogicalPlan::Filter(f) => time_attribute(&f.input, idx),
         LogicalPlan::SubqueryAlias(a) => time_attribute(&a.input, idx),
         LogicalPlan::Window(w) if idx < w.input.schema().fields().len() => time_attribute(&w.input, idx),
+        // A column of UNION ALL is a time attribute when it is the same one in every input.
+        LogicalPlan::Union(u) => {
+            let first = time_attribute(u.inputs.first()?, idx)?;
+            u.inputs.iter().skip(1).all(|i| time_attribute(i, idx) == Some(first)).then_some(first)
+        }
         _ => None,
     }
 }

@@ -99,6 +99,12 @@ impl Session {
         Session { catalog: Catalog::default(), config: BTreeMap::new(), registry, functions: Functions::default() }
     }
 
+    /// Makes `NOW()`, `CURRENT_TIMESTAMP`, `PROCTIME()` and the other processing-time functions
+    /// of statements planned from now on read `clock` (the wall clock by default).
+    pub fn set_clock(&mut self, clock: rsql_runtime::clock::Clock) {
+        self.functions.set_clock(clock);
+    }
+
     fn sql_to_rel<'a>(&self, provider: &'a Provider<'a>) -> SqlToRel<'a, Provider<'a>> {
         let opts = ParserOptions::new()
             .with_collect_spans(true)

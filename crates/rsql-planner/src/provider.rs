@@ -15,6 +15,7 @@ use datafusion_expr::{
 };
 use rsql_common::catalog::ObjectPath;
 use rsql_common::options::did_you_mean;
+use rsql_runtime::clock::{wall_clock, Clock};
 
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::window::WindowTvf;
@@ -47,43 +48,123 @@ impl TableSource for CatalogTable {
     }
 }
 
-/// Flink's `PROCTIME()`: the wall-clock time at evaluation, TIMESTAMP_LTZ(3) NOT NULL. A
-/// computed column `c AS PROCTIME()` is a processing-time attribute: ordering by it is ordering
-/// by arrival (deduplication, Top-N).
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct Proctime {
+/// Which time a [`ProcessingTime`] function returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum TimeKind {
+    /// TIMESTAMP_LTZ(3): `PROCTIME()`, `NOW()`, `CURRENT_TIMESTAMP`.
+    Instant,
+    /// TIMESTAMP(3) in the session time zone (UTC): `LOCALTIMESTAMP`.
+    LocalTimestamp,
+    /// DATE in the session time zone: `CURRENT_DATE`.
+    Date,
+    /// TIME(0) in the session time zone: `CURRENT_TIME`, `LOCALTIME`.
+    Time,
+    /// BIGINT seconds since the epoch: `UNIX_TIMESTAMP()`.
+    UnixSeconds,
+}
+
+/// The time functions that Flink's streaming mode evaluates at processing time: `PROCTIME()`,
+/// `NOW()`, `CURRENT_TIMESTAMP`, `LOCALTIMESTAMP`, `CURRENT_DATE`, `CURRENT_TIME`, `LOCALTIME`
+/// and `UNIX_TIMESTAMP()`. They are volatile, so the planner never folds them into constants;
+/// each evaluation (one per batch) reads the clock. A computed column `c AS PROCTIME()` is a
+/// processing-time attribute: ordering by it is ordering by arrival (deduplication, Top-N).
+pub struct ProcessingTime {
+    name: &'static str,
+    kind: TimeKind,
     signature: Signature,
+    clock: Clock,
 }
 
-impl Default for Proctime {
-    fn default() -> Self {
-        Proctime { signature: Signature::nullary(Volatility::Volatile) }
+impl std::fmt::Debug for ProcessingTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProcessingTime({})", self.name)
     }
 }
 
-impl Proctime {
-    fn data_type() -> DataType {
-        DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+// Two instances are the same function when they have the same name (the clock is not part of
+// a plan's identity).
+impl PartialEq for ProcessingTime {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
     }
 }
 
-impl ScalarUDFImpl for Proctime {
+impl Eq for ProcessingTime {}
+
+impl std::hash::Hash for ProcessingTime {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+/// Names and kinds of the processing-time functions.
+const TIME_FUNCTIONS: [(&str, TimeKind); 8] = [
+    ("proctime", TimeKind::Instant),
+    ("now", TimeKind::Instant),
+    ("current_timestamp", TimeKind::Instant),
+    ("localtimestamp", TimeKind::LocalTimestamp),
+    ("current_date", TimeKind::Date),
+    ("current_time", TimeKind::Time),
+    ("localtime", TimeKind::Time),
+    ("unix_timestamp", TimeKind::UnixSeconds),
+];
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+impl ProcessingTime {
+    fn new(name: &'static str, kind: TimeKind, clock: Clock) -> Self {
+        ProcessingTime { name, kind, signature: Signature::nullary(Volatility::Volatile), clock }
+    }
+
+    fn data_type(&self) -> DataType {
+        match self.kind {
+            TimeKind::Instant => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
+            TimeKind::LocalTimestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            TimeKind::Date => DataType::Date32,
+            TimeKind::Time => DataType::Time64(TimeUnit::Microsecond),
+            TimeKind::UnixSeconds => DataType::Int64,
+        }
+    }
+
+    /// The function's value at `millis` since the epoch (the session time zone is UTC).
+    fn value_at(&self, millis: i64) -> ScalarValue {
+        match self.kind {
+            // Millisecond precision, as TIMESTAMP_LTZ(3) and TIMESTAMP(3).
+            TimeKind::Instant => ScalarValue::TimestampMicrosecond(Some(millis * 1000), Some(Arc::from("UTC"))),
+            TimeKind::LocalTimestamp => ScalarValue::TimestampMicrosecond(Some(millis * 1000), None),
+            TimeKind::Date => ScalarValue::Date32(Some(millis.div_euclid(MS_PER_DAY) as i32)),
+            // TIME(0): whole seconds.
+            TimeKind::Time => ScalarValue::Time64Microsecond(Some(millis.rem_euclid(MS_PER_DAY) / 1000 * 1_000_000)),
+            TimeKind::UnixSeconds => ScalarValue::Int64(Some(millis.div_euclid(1000))),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ProcessingTime {
     fn name(&self) -> &str {
-        "proctime"
+        self.name
     }
     fn signature(&self) -> &Signature {
         &self.signature
     }
     fn return_type(&self, _args: &[DataType]) -> datafusion_common::Result<DataType> {
-        Ok(Self::data_type())
+        Ok(self.data_type())
     }
     fn return_field_from_args(&self, _args: ReturnFieldArgs) -> datafusion_common::Result<FieldRef> {
-        Ok(Arc::new(Field::new(self.name(), Self::data_type(), false)))
+        Ok(Arc::new(Field::new(self.name(), self.data_type(), false)))
     }
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> datafusion_common::Result<ColumnarValue> {
-        // Millisecond precision, as TIMESTAMP_LTZ(3).
-        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(millis * 1000), Some(Arc::from("UTC")))))
+        let millis = i64::try_from((self.clock)()).unwrap_or(i64::MAX / 1000);
+        Ok(ColumnarValue::Scalar(self.value_at(millis)))
+    }
+}
+
+impl Functions {
+    /// Makes the processing-time functions (`NOW()`, `PROCTIME()`, ...) read `clock`.
+    pub fn set_clock(&mut self, clock: Clock) {
+        for (name, kind) in TIME_FUNCTIONS {
+            self.scalar.insert(name.into(), Arc::new(ScalarUDF::from(ProcessingTime::new(name, kind, clock.clone()))));
+        }
     }
 }
 
@@ -112,7 +193,6 @@ impl Default for Functions {
             }
             aggregate.insert(f.name().to_string(), f);
         }
-        scalar.insert("proctime".into(), Arc::new(ScalarUDF::from(Proctime::default())));
         // Flink's LISTAGG is STRING_AGG with an optional separator.
         if let Some(f) = aggregate.get("string_agg").cloned() {
             aggregate.insert("listagg".into(), f);
@@ -136,7 +216,9 @@ impl Default for Functions {
         options.sql_parser.parse_float_as_decimal = true;
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.time_zone = Some("UTC".into());
-        Functions { scalar, aggregate, window, planners, options }
+        let mut f = Functions { scalar, aggregate, window, planners, options };
+        f.set_clock(wall_clock());
+        f
     }
 }
 

@@ -4,7 +4,9 @@
 //! hand-computed expectations; a differential test of TUMBLE aggregates against DataFusion's
 //! batch engine (`GROUP BY date_bin(...)`) over random in-bound-disorder streams; and the
 //! planning errors (updating input, DESCRIPTOR on a column that is not a time attribute, bad
-//! intervals, SESSION).
+//! intervals, SESSION). Also processing time: a window over the union of a busy and an idle
+//! source fires only with `table.exec.source.idle-timeout`, and `NOW()` and the other time
+//! functions are evaluated per batch on the clock, not folded when the query is planned.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,10 +54,14 @@ const DDL: &str = "CREATE TABLE e (k INT NOT NULL, b INT NOT NULL, ts TIMESTAMP(
   CREATE VIEW ev AS SELECT k, b * 2 AS b2, ts FROM e WHERE b >= 0;";
 
 fn session(feed: &str) -> std::result::Result<Session, String> {
+    session_with(DDL, feed)
+}
+
+fn session_with(ddl: &str, feed: &str) -> std::result::Result<Session, String> {
     let mut reg = ConnectorRegistry::new();
     reg.register(Arc::new(FeedFactory("feed-test")));
     let mut s = Session::new(reg);
-    for st in rsql_sql::parse_script(&DDL.replace("FEED", feed)).map_err(|e| e.to_string())? {
+    for st in rsql_sql::parse_script(&ddl.replace("FEED", feed)).map_err(|e| e.to_string())? {
         match &st.statement {
             rsql_sql::Statement::CreateTable(ct) => {
                 s.create_table(ct, st.location).map_err(|e| e.to_string())?;
@@ -336,5 +342,130 @@ fn matches_flink_on_the_same_events() {
             "+I|1|2|1970-01-01T00:00:00|1970-01-01T00:00:10|1970-01-01T00:00:09.999",
             "+I|1|2|1969-12-31T23:59:55|1970-01-01T00:00:05|1970-01-01T00:00:04.999",
         ]
+    );
+}
+
+/// A busy source and one that never sends a row; both stay open until the job stops.
+const OPEN_DDL: &str = "CREATE TABLE busy (k INT NOT NULL, b INT NOT NULL, ts TIMESTAMP(3) NOT NULL, WATERMARK FOR ts AS ts)
+    WITH ('connector' = 'feed-test', 'feed' = 'FEED', 'mode' = 'append', 'hold' = 'true');
+  CREATE TABLE quiet (k INT NOT NULL, b INT NOT NULL, ts TIMESTAMP(3) NOT NULL, WATERMARK FOR ts AS ts)
+    WITH ('connector' = 'feed-test', 'feed' = 'none', 'mode' = 'append', 'hold' = 'true');
+  CREATE VIEW busy_and_quiet AS SELECT k, b, ts FROM busy UNION ALL SELECT k, b, ts FROM quiet;";
+
+/// Runs a TUMBLE aggregate over `busy_and_quiet` with the given idle timeout; returns the rows
+/// emitted while both sources were still open (waiting up to `wait` for the first one) and all
+/// rows once the job was stopped.
+fn run_open(idle_timeout: std::time::Duration, wait: std::time::Duration) -> (Vec<String>, Vec<String>) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!("open{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let events = [(1, 1, 1_000), (1, 2, 5_000), (1, 3, 12_000)];
+    feeds().lock().unwrap().insert(name.clone(), vec![ChangeBatch::inserts(e_batch(&events))]);
+    let s = session_with(OPEN_DDL, &name).expect("session");
+    let sql = "SELECT window_start, window_end, COUNT(*) AS n, SUM(b) AS total
+        FROM TABLE(TUMBLE(TABLE busy_and_quiet, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end";
+    let q = rsql_sql::parse_script(sql).expect("parse");
+    let rsql_sql::Statement::Query(query) = &q[0].statement else { panic!("not a query") };
+    let plan = s.plan_query(query, Location::default()).expect("plan");
+    let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o2 = out.clone();
+    let create: SinkFactoryFn = Arc::new(move || Ok(Box::new(common::Collect(o2.clone())) as Box<dyn rsql_runtime::Sink>));
+    let graph = s.build_job(&[], Some((&plan, create))).expect("graph");
+    let rows = |out: &std::sync::Mutex<Vec<ChangeBatch>>| -> Vec<String> {
+        let mut v = Vec::new();
+        for b in out.lock().unwrap().iter() {
+            for (r, k) in format_rows(&b.data).into_iter().zip(&b.kinds) {
+                v.push(format!("{k}|{r}"));
+            }
+        }
+        v
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let opts = rsql_runtime::JobOptions {
+            idle_timeout,
+            watermark_interval: std::time::Duration::from_millis(20),
+            ..rsql_runtime::JobOptions::default()
+        };
+        let job = rsql_runtime::start_job(&graph, &opts).expect("start");
+        let deadline = std::time::Instant::now() + wait;
+        while out.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let open = rows(&out);
+        job.stop();
+        job.wait().await.expect("job");
+        (open, rows(&out))
+    })
+}
+
+#[test]
+fn an_idle_source_does_not_hold_back_a_window_over_a_union() {
+    let fired = "+I|1970-01-01T00:00:00|1970-01-01T00:00:10|2|3".to_string();
+    let last = "+I|1970-01-01T00:00:10|1970-01-01T00:00:20|1|3".to_string();
+    // Without an idle timeout the quiet source's watermark holds the window back until the
+    // sources stop (the end of input fires every window).
+    let (open, all) = run_open(std::time::Duration::ZERO, std::time::Duration::from_millis(600));
+    assert!(open.is_empty(), "{open:?}");
+    assert_eq!(all, vec![fired.clone(), last.clone()]);
+    // With one, the quiet source is marked idle and the busy source's watermark (12 s) fires
+    // the window [0 s, 10 s) while both are still open.
+    let (open, all) = run_open(std::time::Duration::from_millis(100), std::time::Duration::from_secs(20));
+    assert_eq!(open, vec![fired.clone()]);
+    assert_eq!(all, vec![fired, last]);
+}
+
+#[test]
+fn time_functions_are_evaluated_per_batch_on_the_clock() {
+    use rsql_runtime::graph::NodeKind;
+    use rsql_runtime::operators::calc::Calc;
+    use rsql_runtime::operators::Operator;
+    let mut s = session("none").expect("session");
+    // 2024-01-01 00:00:00.250 UTC.
+    let t0: u64 = 1_704_067_200_250;
+    let (now, clock) = rsql_runtime::clock::manual_clock(t0);
+    s.set_clock(clock);
+    let sql = "SELECT k, NOW() AS n, CURRENT_TIMESTAMP AS c, LOCALTIMESTAMP AS l, CURRENT_DATE AS d, CURRENT_TIME AS t,
+        UNIX_TIMESTAMP() AS u, PROCTIME() AS p FROM e WHERE ts > LOCALTIMESTAMP - INTERVAL '1' HOUR AND ts > NOW() - INTERVAL '1' HOUR";
+    let q = rsql_sql::parse_script(sql).expect("parse");
+    let rsql_sql::Statement::Query(query) = &q[0].statement else { panic!("not a query") };
+    let plan = s.plan_query(query, Location::default()).expect("plan");
+    let create: SinkFactoryFn = Arc::new(|| Err(rsql_common::RsqlError::execution("not run")));
+    let graph = s.build_job(&[], Some((&plan, create))).expect("graph");
+    let explain = graph.explain(false);
+    assert!(explain.to_lowercase().contains("now()"), "NOW() is kept in the plan, not folded:\n{explain}");
+    // The query's operators between the source and the sink, built as the executor builds them.
+    let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+    for n in &graph.nodes {
+        match &n.kind {
+            NodeKind::Calc { filter, exprs, .. } => ops.push(Box::new(Calc::new(filter.clone(), exprs.clone(), n.schema.clone()))),
+            NodeKind::Source { .. } | NodeKind::Sink { .. } | NodeKind::WatermarkAssigner { .. } => {}
+            other => panic!("unexpected {other:?} in\n{explain}"),
+        }
+    }
+    let run = |ops: &mut Vec<Box<dyn Operator>>, rows: &[Event]| -> Vec<String> {
+        let mut batches = vec![ChangeBatch::inserts(e_batch(rows))];
+        for op in ops.iter_mut() {
+            let mut out = Vec::new();
+            for b in batches {
+                op.process(0, b, &mut out).expect("process");
+            }
+            batches = out;
+        }
+        batches.iter().flat_map(|b| format_rows(&b.data)).collect()
+    };
+    let t0i = t0 as i64;
+    let hour = 3_600_000;
+    // Rows 30 minutes and 2 hours old at t0: only the first passes.
+    let first = run(&mut ops, &[(1, 0, t0i - hour / 2), (2, 0, t0i - 2 * hour)]);
+    assert_eq!(
+        first,
+        vec!["1|2024-01-01T00:00:00.250Z|2024-01-01T00:00:00.250Z|2024-01-01T00:00:00.250|2024-01-01|00:00:00|1704067200|2024-01-01T00:00:00.250Z"]
+    );
+    // Three hours later the same row is too old, and every function has moved on.
+    now.store(t0 + 3 * hour as u64 + 1_500, Ordering::SeqCst);
+    let second = run(&mut ops, &[(1, 0, t0i - hour / 2), (3, 0, t0i + 3 * hour - 10)]);
+    assert_eq!(
+        second,
+        vec!["3|2024-01-01T03:00:01.750Z|2024-01-01T03:00:01.750Z|2024-01-01T03:00:01.750|2024-01-01|03:00:01|1704078001|2024-01-01T03:00:01.750Z"]
     );
 }

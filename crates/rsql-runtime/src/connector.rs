@@ -67,6 +67,10 @@ pub enum Message {
     Batch(ChangeBatch),
     /// Event-time watermark in milliseconds since the epoch.
     Watermark(i64),
+    /// The sender's watermark is idle (true: it has had no data for the idle timeout and must not
+    /// hold back the watermark of operators with several inputs) or active again (false), as
+    /// Flink's WatermarkStatus.
+    Idle(bool),
     /// The stream has ended (bounded sources).
     End,
     /// A checkpoint barrier: everything before it belongs to checkpoint `id`, everything after

@@ -12,6 +12,11 @@
 //! checkpoint to its store in one atomic step and then tells the sinks, which may commit what they
 //! prepared. A node that has finished answers every later checkpoint with the state it finished
 //! with.
+//!
+//! Watermarks and idleness (Flink's watermark status) travel between tasks as messages; a node
+//! combines those of its inputs in a valve (the smallest watermark over the inputs that are open
+//! and active). Operators that keep processing-time timers (watermark assigners) are woken on
+//! their period even when no input arrives.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -33,7 +38,7 @@ use crate::operators::join::Join;
 use crate::operators::materializer::SinkMaterializer;
 use crate::operators::normalize::ChangelogNormalize;
 use crate::operators::state::StateTtl;
-use crate::operators::window::{WatermarkAssigner, WindowAggregate, WindowTableFunction};
+use crate::operators::window::{WatermarkAssigner, WatermarkTiming, WindowAggregate, WindowTableFunction};
 use crate::operators::{Operator, PassThrough};
 
 /// Tuning of a job, from Flink-style configuration keys.
@@ -49,9 +54,15 @@ pub struct JobOptions {
     pub checkpoint: Option<CheckpointOptions>,
     /// Counters to continue (a job restarted after a failure keeps counting); None: new ones.
     pub metrics: Option<Arc<JobMetrics>>,
-    /// `table.exec.state.ttl`: how long join and group aggregate state lives unwritten (zero:
-    /// forever).
+    /// `table.exec.state.ttl`: how long the state of joins, group aggregates, Top-N,
+    /// deduplication and sink materializers lives unwritten (zero: forever).
     pub state_ttl: Duration,
+    /// `pipeline.auto-watermark-interval`: the period on which watermark assigners emit their
+    /// watermark (zero: after every batch that moves it).
+    pub watermark_interval: Duration,
+    /// `table.exec.source.idle-timeout`: a watermark assigner that saw no rows for this long marks
+    /// its output idle (zero: never).
+    pub idle_timeout: Duration,
 }
 
 impl Default for JobOptions {
@@ -63,6 +74,8 @@ impl Default for JobOptions {
             checkpoint: None,
             metrics: None,
             state_ttl: Duration::ZERO,
+            watermark_interval: Duration::from_millis(200),
+            idle_timeout: Duration::ZERO,
         }
     }
 }
@@ -142,7 +155,7 @@ impl Outputs {
     }
 }
 
-fn build_operator(graph: &JobGraph, id: NodeId, ttl: &StateTtl) -> Result<Box<dyn Operator>> {
+fn build_operator(graph: &JobGraph, id: NodeId, ttl: &StateTtl, timing: WatermarkTiming) -> Result<Box<dyn Operator>> {
     let node = graph.node(id);
     let input_schema = |i: usize| graph.node(node.inputs[i]).schema.clone();
     Ok(match &node.kind {
@@ -156,11 +169,11 @@ fn build_operator(graph: &JobGraph, id: NodeId, ttl: &StateTtl) -> Result<Box<dy
             Box::new(GroupAggregate::new(input_schema(0), group, aggs.clone(), node.schema.clone(), append_only)?.with_ttl(ttl.clone()))
         }
         NodeKind::Union => Box::new(PassThrough),
-        NodeKind::SinkMaterializer { key } => Box::new(SinkMaterializer::new(node.schema.clone(), key)?),
+        NodeKind::SinkMaterializer { key } => Box::new(SinkMaterializer::new(node.schema.clone(), key)?.with_ttl(ttl.clone())),
         NodeKind::Rank { .. } | NodeKind::Deduplicate { .. } => {
-            crate::operators::rank::build(&node.kind, input_schema(0), node.schema.clone(), graph.node(node.inputs[0]).mode.is_insert_only())?
+            crate::operators::rank::build(&node.kind, input_schema(0), node.schema.clone(), graph.node(node.inputs[0]).mode.is_insert_only(), ttl)?
         }
-        NodeKind::WatermarkAssigner { rowtime, expr } => Box::new(WatermarkAssigner::new(*rowtime, expr.clone())),
+        NodeKind::WatermarkAssigner { rowtime, expr } => Box::new(WatermarkAssigner::new(*rowtime, expr.clone()).with_timing(timing)),
         NodeKind::WindowTableFunction { time_col, spec } => Box::new(WindowTableFunction::new(*time_col, *spec, node.schema.clone(), &node.describe)),
         NodeKind::WindowAggregate { group, window_start, window_end, aggs } => Box::new(WindowAggregate::new(
             input_schema(0),
@@ -576,6 +589,8 @@ impl RunningJob {
 pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let state_ttl = StateTtl::new(opts.state_ttl);
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let timing = WatermarkTiming { interval_ms: millis(opts.watermark_interval), idle_timeout_ms: millis(opts.idle_timeout) };
     let metrics = match &opts.metrics {
         Some(m) if m.nodes.len() == graph.nodes.len() => m.clone(),
         _ => Arc::new(JobMetrics {
@@ -700,7 +715,7 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                                         last_pos = p;
                                         clean = true;
                                     }
-                                    Message::Watermark(w) => outputs.send(Message::Watermark(w)).await?,
+                                    m @ (Message::Watermark(_) | Message::Idle(_)) => outputs.send(m).await?,
                                     Message::End => break,
                                     Message::Barrier(_) => {}
                                 }
@@ -791,7 +806,7 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 });
             }
             _ => {
-                let mut op = build_operator(graph, id, &state_ttl)?;
+                let mut op = build_operator(graph, id, &state_ttl, timing)?;
                 if let Some(state) = saved(id).filter(|s| !s.is_empty()) {
                     op.restore(state).map_err(|e| {
                         RsqlError::execution(format!("restoring the state of `{}` from the checkpoint: {e}", node.describe))
@@ -802,12 +817,27 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 let metrics = metrics.clone();
                 let mut inputs = Inputs::new(rx, n_inputs);
                 tasks.spawn(async move {
-                    let mut wms = vec![i64::MIN; n_inputs];
-                    let mut current_wm = i64::MIN;
+                    let mut valve = Valve::new(n_inputs);
                     let mut out = Vec::new();
                     let mut sized_at = Instant::now();
+                    let mut timer = op.timer_period().map(|p| {
+                        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
+                        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        t
+                    });
                     loop {
-                        match inputs.take().await {
+                        let next = match timer.as_mut() {
+                            Some(t) => tokio::select! {
+                                n = inputs.take() => n,
+                                _ = t.tick() => {
+                                    op.on_timer(crate::clock::wall_millis(), &mut out)?;
+                                    emit_generated(&mut *op, &mut out, &outputs).await?;
+                                    continue;
+                                }
+                            },
+                            None => inputs.take().await,
+                        };
+                        match next {
                             Next::Msg(slot, Message::Batch(b)) => {
                                 metrics.nodes[id].1.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                                 op.process(slot, b, &mut out)?;
@@ -815,23 +845,24 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                                     sized_at = Instant::now();
                                     metrics.nodes[id].1.state_bytes.store(op.state_size() as u64, Ordering::Relaxed);
                                 }
-                                for b in out.drain(..) {
-                                    outputs.send(Message::Batch(b)).await?;
-                                }
-                                if let Some(w) = op.generated_watermark() {
-                                    outputs.send(Message::Watermark(w)).await?;
-                                }
+                                emit_generated(&mut *op, &mut out, &outputs).await?;
                             }
                             Next::Msg(slot, Message::Watermark(w)) => {
-                                if let Some(x) = wms.get_mut(slot) {
+                                if let Some(x) = valve.watermarks.get_mut(slot) {
                                     *x = (*x).max(w);
                                 }
-                                advance_watermark(&mut *op, &wms, &inputs.ended, &mut current_wm, &mut out, &outputs).await?;
+                                advance_watermark(&mut *op, &mut valve, &inputs.ended, &mut out, &outputs).await?;
+                            }
+                            Next::Msg(slot, Message::Idle(idle)) => {
+                                if let Some(x) = valve.idle.get_mut(slot) {
+                                    *x = idle;
+                                }
+                                advance_watermark(&mut *op, &mut valve, &inputs.ended, &mut out, &outputs).await?;
                             }
                             Next::Msg(_, Message::End) => {
                                 // An ended input no longer holds the watermark back.
                                 if n_inputs > 1 && !inputs.all_ended() {
-                                    advance_watermark(&mut *op, &wms, &inputs.ended, &mut current_wm, &mut out, &outputs).await?;
+                                    advance_watermark(&mut *op, &mut valve, &inputs.ended, &mut out, &outputs).await?;
                                 }
                             }
                             Next::Msg(..) => {}
@@ -884,28 +915,88 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
     Ok(RunningJob { metrics, stop: stop_tx, tasks, checkpoints })
 }
 
-/// Recomputes an operator's watermark (the smallest over its open inputs; an ended input does
-/// not hold it back) and, when it advanced, lets the operator act on it and passes on what it
-/// returns after the batches it emitted.
-async fn advance_watermark(
-    op: &mut dyn Operator,
-    wms: &[i64],
-    ended: &[bool],
-    current: &mut i64,
-    out: &mut Vec<ChangeBatch>,
-    outputs: &Outputs,
-) -> Result<()> {
-    let min = wms.iter().zip(ended).filter(|(_, e)| !**e).map(|(w, _)| *w).min().unwrap_or(i64::MIN);
-    if min <= *current {
-        return Ok(());
+/// An operator's view of its inputs' watermarks and idleness, as Flink's StatusWatermarkValve:
+/// the operator's watermark is the smallest over the inputs that are open and active (an ended
+/// or idle input does not hold it back) and never goes back, so an input that becomes active
+/// again counts once it has caught up; the operator's output is idle when every open input is.
+/// When every open input is idle, none of them will move on: the largest of their watermarks
+/// is flushed as the operator's watermark.
+struct Valve {
+    watermarks: Vec<i64>,
+    idle: Vec<bool>,
+    current: i64,
+    out_idle: bool,
+}
+
+impl Valve {
+    fn new(inputs: usize) -> Self {
+        Valve { watermarks: vec![i64::MIN; inputs], idle: vec![false; inputs], current: i64::MIN, out_idle: false }
     }
-    *current = min;
-    let pass = op.on_watermark(min, out)?;
+
+    /// The combined watermark when it advanced.
+    fn advanced(&mut self, ended: &[bool]) -> Option<i64> {
+        let open = self.watermarks.iter().zip(&self.idle).zip(ended).filter(|(_, e)| !**e).map(|((w, i), _)| (*w, *i));
+        let active_min = open.clone().filter(|(_, i)| !*i).map(|(w, _)| w).min();
+        let min = match active_min {
+            Some(m) => m,
+            None => open.map(|(w, _)| w).max()?,
+        };
+        if min <= self.current {
+            return None;
+        }
+        self.current = min;
+        Some(min)
+    }
+
+    /// The output's idleness when it changed.
+    fn status_change(&mut self, ended: &[bool]) -> Option<bool> {
+        let mut open = self.idle.iter().zip(ended).filter(|(_, e)| !**e).map(|(i, _)| *i).peekable();
+        let idle = open.peek().is_some() && open.all(|i| i);
+        (idle != self.out_idle).then(|| {
+            self.out_idle = idle;
+            idle
+        })
+    }
+}
+
+/// Recomputes an operator's watermark and status from its inputs (see [`Valve`]): when the
+/// watermark advanced, lets the operator act on it and passes on what it returns after the
+/// batches it emitted; passes a change of idleness on (an input becoming active first).
+async fn advance_watermark(op: &mut dyn Operator, valve: &mut Valve, ended: &[bool], out: &mut Vec<ChangeBatch>, outputs: &Outputs) -> Result<()> {
+    let status = valve.status_change(ended);
+    if status == Some(false) {
+        outputs.send(Message::Idle(false)).await?;
+    }
+    if let Some(min) = valve.advanced(ended) {
+        let pass = op.on_watermark(min, out)?;
+        for b in out.drain(..) {
+            outputs.send(Message::Batch(b)).await?;
+        }
+        if let Some(w) = pass {
+            outputs.send(Message::Watermark(w)).await?;
+        }
+    }
+    if status == Some(true) {
+        outputs.send(Message::Idle(true)).await?;
+    }
+    Ok(())
+}
+
+/// Sends what an operator produced in `process` or `on_timer`: becoming active again first,
+/// then its batches, then the watermark it generated, then becoming idle.
+async fn emit_generated(op: &mut dyn Operator, out: &mut Vec<ChangeBatch>, outputs: &Outputs) -> Result<()> {
+    let status = op.generated_idleness();
+    if status == Some(false) {
+        outputs.send(Message::Idle(false)).await?;
+    }
     for b in out.drain(..) {
         outputs.send(Message::Batch(b)).await?;
     }
-    if let Some(w) = pass {
+    if let Some(w) = op.generated_watermark() {
         outputs.send(Message::Watermark(w)).await?;
+    }
+    if status == Some(true) {
+        outputs.send(Message::Idle(true)).await?;
     }
     Ok(())
 }
@@ -914,5 +1005,41 @@ fn with_context(e: RsqlError, label: &str) -> RsqlError {
     match e {
         RsqlError::Execution(m) => RsqlError::Execution(format!("sink {label}: {m}")),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Valve;
+
+    #[test]
+    fn idle_inputs_do_not_hold_back_the_watermark() {
+        let open = [false, false];
+        let mut v = Valve::new(2);
+        v.watermarks = vec![5_000, i64::MIN];
+        assert_eq!(v.advanced(&open), None, "input 1 has no watermark yet");
+        // Input 1 goes idle: input 0 alone decides.
+        v.idle[1] = true;
+        assert_eq!(v.status_change(&open), None, "one active input keeps the output active");
+        assert_eq!(v.advanced(&open), Some(5_000));
+        v.watermarks[0] = 6_000;
+        assert_eq!(v.advanced(&open), Some(6_000));
+        // Input 1 is active again, behind: the watermark does not go back and waits for it.
+        v.idle[1] = false;
+        v.watermarks[1] = 2_000;
+        assert_eq!(v.advanced(&open), None);
+        v.watermarks[0] = 9_000;
+        assert_eq!(v.advanced(&open), None);
+        v.watermarks[1] = 7_000;
+        assert_eq!(v.advanced(&open), Some(7_000));
+        // Every open input idle: the output is idle; an ended input does not count.
+        v.idle = vec![true, true];
+        assert_eq!(v.status_change(&open), Some(true));
+        assert_eq!(v.status_change(&open), None);
+        assert_eq!(v.advanced(&open), Some(9_000), "all idle: the largest watermark is flushed");
+        v.idle[0] = false;
+        assert_eq!(v.status_change(&[false, false]), Some(false));
+        assert_eq!(v.status_change(&[true, false]), Some(true), "the active input ended; the other is idle");
+        assert_eq!(v.status_change(&[true, true]), Some(false), "nothing open: not idle");
     }
 }

@@ -222,9 +222,11 @@ pub enum NodeKind {
         left_outer: bool,
         filter: Option<PhysExpr>,
     },
-    /// Generates event-time watermarks from a table's `WATERMARK FOR` expression: after each
-    /// batch, the largest value of `expr` seen so far (bounded out-of-orderness); watermarks
-    /// from upstream are dropped, as Flink's WatermarkAssigner does.
+    /// Generates event-time watermarks from a table's `WATERMARK FOR` expression: the largest
+    /// value of `expr` seen so far (bounded out-of-orderness), emitted as the job's
+    /// `pipeline.auto-watermark-interval` says, and marks the stream idle after the job's
+    /// `table.exec.source.idle-timeout` without rows; watermarks from upstream are dropped, as
+    /// Flink's WatermarkAssigner does.
     WatermarkAssigner { rowtime: usize, expr: PhysExpr },
     /// A window table function: each input row once per window of its `time_col`, followed by
     /// `window_start`, `window_end` and `window_time` (= window_end - 1 ms).

@@ -2,6 +2,7 @@
 //! contract, the dataflow graph, and the executor that runs it on tokio.
 
 pub mod checkpoint;
+pub mod clock;
 pub mod connector;
 pub mod executor;
 pub mod graph;

@@ -103,18 +103,23 @@ pub fn format_rows(b: &RecordBatch) -> Vec<String> {
 }
 
 /// A bounded test source replaying the registered feed named by its 'feed' option: a changelog,
-/// or inserts only with 'mode' = 'append'. The field is the connector name scripts use.
+/// or inserts only with 'mode' = 'append'; with 'hold' = 'true' it then stays open (sending
+/// nothing) until the job stops. The field is the connector name scripts use.
 pub struct FeedFactory(pub &'static str);
 
 struct Feed {
     batches: Vec<ChangeBatch>,
+    hold: bool,
 }
 
 #[async_trait]
 impl Source for Feed {
-    async fn run(&mut self, ctx: SourceContext) -> Result<()> {
+    async fn run(&mut self, mut ctx: SourceContext) -> Result<()> {
         for b in self.batches.drain(..) {
             ctx.emit(b).await?;
+        }
+        if self.hold {
+            ctx.stopped().await;
         }
         Ok(())
     }
@@ -128,16 +133,17 @@ impl ConnectorFactory for FeedFactory {
         OptionSchema::new(vec![
             OptionSpec::required("feed", OptionKind::String),
             OptionSpec::optional("mode", OptionKind::Enum(&["changelog", "append"])),
+            OptionSpec::optional("hold", OptionKind::Bool),
         ])
     }
     fn source_info(&self, t: &TableDef) -> Result<SourceInfo> {
         let mode = if t.option("mode") == Some("append") { ChangelogMode::InsertOnly } else { ChangelogMode::All };
-        Ok(SourceInfo { changelog_mode: mode, bounded: true })
+        Ok(SourceInfo { changelog_mode: mode, bounded: t.option("hold") != Some("true") })
     }
     fn create_source(&self, t: &TableDef, _c: &[ProducedColumn]) -> Result<Box<dyn Source>> {
         let key = t.option("feed").unwrap_or_default().to_string();
         let batches = feeds().lock().unwrap().remove(&key).unwrap_or_default();
-        Ok(Box::new(Feed { batches }))
+        Ok(Box::new(Feed { batches, hold: t.option("hold") == Some("true") }))
     }
     fn create_sink(&self, _t: &TableDef, _m: &ChangelogMode) -> Result<Box<dyn Sink>> {
         Err(rsql_common::RsqlError::unsupported("test source only"))

@@ -52,6 +52,23 @@ pub trait Operator: Send {
         None
     }
 
+    /// The period of the operator's processing-time timer (None: it has none).
+    fn timer_period(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// The processing-time timer fired; `now` is milliseconds since the epoch. What the operator
+    /// emits goes to `out`, watermarks and idleness to `generated_watermark` / `generated_idleness`.
+    fn on_timer(&mut self, _now: u64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// A change of the idleness the operator generated itself since it was last asked (true: its
+    /// output is idle and must not hold back downstream watermarks; false: active again).
+    fn generated_idleness(&mut self) -> Option<bool> {
+        None
+    }
+
     /// Called once after every input has ended.
     fn on_end(&mut self, _out: &mut Vec<ChangeBatch>) -> Result<()> {
         Ok(())

@@ -14,6 +14,12 @@
 //! processing-time attribute (keep-first emits only `+I`; keep-last emits `-U`/`+U` when a later
 //! row replaces the kept one), or by an event-time column (a row replaces the kept one when its
 //! time is smaller, for keep-first, or not smaller, for keep-last).
+//!
+//! With `table.exec.state.ttl` (processing time, as Flink's): a Top-N partition whose rows were
+//! not stored or removed for the TTL is dropped whole, and a deduplication key whose kept row was
+//! not written for the TTL is forgotten (keep-first by arrival writes only the first row, so a
+//! key re-emits `+I` once the TTL has passed since its first row). Expired state is never
+//! returned: retractions of it are dropped and the next row starts from empty.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -26,17 +32,19 @@ use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::arrow::row::{RowConverter, SortField};
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
 
-use super::state::{RowCodec, StateReader, StateWriter};
+use super::state::{KeyedStore, RowCodec, StateReader, StateTtl, StateWriter};
 use super::Operator;
 use crate::graph::{DedupOrder, NodeKind, RankOrder};
 
 /// Builds the operator of a `Rank` or `Deduplicate` node.
-pub fn build(kind: &NodeKind, input: SchemaRef, output: SchemaRef, append_only: bool) -> Result<Box<dyn Operator>> {
+pub fn build(kind: &NodeKind, input: SchemaRef, output: SchemaRef, append_only: bool, ttl: &StateTtl) -> Result<Box<dyn Operator>> {
     match kind {
         NodeKind::Rank { partition, order, range, output_rank, proctime } => {
-            Ok(Box::new(Rank::new(input, output, partition, order, *range, *output_rank, proctime, append_only)?))
+            Ok(Box::new(Rank::new(input, output, partition, order, *range, *output_rank, proctime, append_only)?.with_ttl(ttl.clone())))
         }
-        NodeKind::Deduplicate { key, keep_last, order } => Ok(Box::new(Deduplicate::new(input, output, key, *keep_last, order)?)),
+        NodeKind::Deduplicate { key, keep_last, order } => {
+            Ok(Box::new(Deduplicate::new(input, output, key, *keep_last, order)?.with_ttl(ttl.clone())))
+        }
         other => Err(RsqlError::execution(format!("{} is not a rank or deduplicate node", other.name()))),
     }
 }
@@ -158,7 +166,10 @@ pub struct Rank {
     append_only: bool,
     schema: SchemaRef,
     seq: u64,
-    parts: HashMap<Vec<u8>, Partition>,
+    parts: KeyedStore<Partition>,
+    ttl: StateTtl,
+    /// Processing time of the batch being processed (0 without a TTL).
+    now: u64,
 }
 
 impl Rank {
@@ -209,8 +220,17 @@ impl Rank {
             append_only,
             schema: output,
             seq: 0,
-            parts: HashMap::new(),
+            parts: KeyedStore::default(),
+            ttl: StateTtl::default(),
+            now: 0,
         })
+    }
+
+    /// Bounds the state with a TTL (`table.exec.state.ttl`): a partition whose rows were not
+    /// written (stored or removed) for the TTL is dropped whole.
+    pub fn with_ttl(mut self, ttl: StateTtl) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     fn arrival_key(&mut self, descending: bool) -> Vec<u8> {
@@ -222,14 +242,22 @@ impl Rank {
     fn insert(&mut self, pkey: Vec<u8>, skey: Vec<u8>, entry: Entry, out: &mut Vec<OutRow>) {
         let (first, last, output_rank, append_only) = (self.first, self.last, self.output_rank, self.append_only);
         let index_ident = matches!(self.sort, SortKey::Arrival { .. }) && !append_only;
-        let part = self.parts.entry(pkey).or_default();
+        let now = self.now;
+        let id = match self.parts.find_live(&pkey, &self.ttl, now) {
+            Some(id) => id,
+            None => self.parts.insert(&pkey, Partition::default(), now),
+        };
+        let Some(slot) = self.parts.get_mut(id) else { return };
+        let part = &mut slot.value;
         let p = part.count_before(&skey, true, last);
         if p > last {
             if !append_only {
                 part.push(skey, entry, index_ident);
+                slot.written = now;
             }
             return;
         }
+        slot.written = now;
         if output_rank {
             let from = p.max(first);
             let old = part.rows_at(from, last);
@@ -250,8 +278,12 @@ impl Rank {
     }
 
     fn retract(&mut self, pkey: &[u8], skey: Option<Vec<u8>>, row: &[u8], ident: Option<&[u8]>, out: &mut Vec<OutRow>) {
-        let (first, last, output_rank) = (self.first, self.last, self.output_rank);
-        let Some(part) = self.parts.get_mut(pkey) else { return };
+        let (first, last, output_rank, now) = (self.first, self.last, self.output_rank, self.now);
+        // Rows of an expired partition are gone: their retractions change nothing.
+        let Some(id) = self.parts.find_live(pkey, &self.ttl, now) else { return };
+        let Some(slot) = self.parts.get_mut(id) else { return };
+        slot.written = now;
+        let part = &mut slot.value;
         // Where the row is: its sort key and its index among rows with that key.
         let found = match skey {
             Some(k) => part.rows.get(&k).and_then(|l| l.iter().position(|e| e.matches(row, ident))).map(|i| (k, i)),
@@ -277,7 +309,7 @@ impl Rank {
             emit_swap(leaving, entering, first as u64 + 1, out);
         }
         if part.len == 0 {
-            self.parts.remove(pkey);
+            self.parts.remove(id);
         }
     }
 
@@ -343,6 +375,7 @@ impl Operator for Rank {
             }
             SortKey::Arrival { .. } => None,
         };
+        self.now = self.ttl.now();
         let mut emitted: Vec<OutRow> = Vec::new();
         for i in 0..batch.num_rows() {
             let pkey = pkeys.as_ref().map(|k| k.row(i).as_ref().to_vec()).unwrap_or_default();
@@ -363,6 +396,7 @@ impl Operator for Rank {
                 self.retract(&pkey, column_key, &row, ident.as_deref(), &mut emitted);
             }
         }
+        self.parts.sweep_expired(&self.ttl, batch.num_rows());
         if !emitted.is_empty() {
             let data = self.build(&emitted)?;
             out.push(ChangeBatch::new(data, emitted.into_iter().map(|(_, _, k)| k).collect()));
@@ -374,8 +408,10 @@ impl Operator for Rank {
         let mut w = StateWriter::default();
         w.u64(self.seq);
         w.u64(self.parts.len() as u64);
-        for (pk, part) in &self.parts {
-            w.bytes(pk);
+        for (_, slot) in self.parts.iter() {
+            let part = &slot.value;
+            w.bytes(&slot.key);
+            w.u64(slot.written);
             w.u64(part.rows.len() as u64);
             for (k, list) in &part.rows {
                 w.bytes(k);
@@ -399,9 +435,10 @@ impl Operator for Rank {
         let mut r = StateReader::new(bytes);
         let index_ident = matches!(self.sort, SortKey::Arrival { .. }) && !self.append_only;
         let seq = r.u64()?;
-        let mut parts = HashMap::new();
+        let mut parts = KeyedStore::default();
         for _ in 0..r.u64()? {
-            let pk = r.bytes()?.to_vec();
+            let pk = r.bytes()?;
+            let written = r.u64()?;
             let mut part = Partition::default();
             for _ in 0..r.u64()? {
                 let k = r.bytes()?.to_vec();
@@ -415,7 +452,10 @@ impl Operator for Rank {
                     part.push(k.clone(), Entry { row, ident }, index_ident);
                 }
             }
-            parts.insert(pk, part);
+            if parts.find(pk).is_some() {
+                return Err(RsqlError::execution("rank state snapshot is corrupt: a partition appears twice"));
+            }
+            parts.insert(pk, part, written);
         }
         if !r.is_empty() {
             return Err(RsqlError::execution("rank state snapshot has trailing bytes"));
@@ -428,6 +468,7 @@ impl Operator for Rank {
     fn state_size(&self) -> usize {
         self.parts
             .iter()
+            .map(|(_, slot)| (&slot.key, &slot.value))
             .map(|(pk, p)| {
                 pk.len()
                     + 64
@@ -452,7 +493,8 @@ pub struct Deduplicate {
     rowtime: Option<RowCodec>,
     keep_last: bool,
     schema: SchemaRef,
-    state: HashMap<Vec<u8>, Kept>,
+    state: KeyedStore<Kept>,
+    ttl: StateTtl,
 }
 
 impl Deduplicate {
@@ -467,8 +509,15 @@ impl Deduplicate {
             rowtime,
             keep_last,
             schema: output,
-            state: HashMap::new(),
+            state: KeyedStore::default(),
+            ttl: StateTtl::default(),
         })
+    }
+
+    /// Bounds the state with a TTL (`table.exec.state.ttl`).
+    pub fn with_ttl(mut self, ttl: StateTtl) -> Self {
+        self.ttl = ttl;
+        self
     }
 }
 
@@ -483,6 +532,7 @@ impl Operator for Deduplicate {
         };
         // Keep-first by arrival only needs to know that a key was seen.
         let store_rows = self.keep_last || self.rowtime.is_some();
+        let now = self.ttl.now();
         let mut emitted: Vec<(Vec<u8>, RowKind)> = Vec::new();
         for i in 0..batch.num_rows() {
             if batch.kinds[i].is_retract() {
@@ -494,26 +544,31 @@ impl Operator for Deduplicate {
             let key = key_row.as_ref();
             let time = times.as_ref().map(|t| t.row(i).as_ref().to_vec()).unwrap_or_default();
             let row = if store_rows { rows.row(i).as_ref().to_vec() } else { Vec::new() };
-            match self.state.get_mut(key) {
+            match self.state.find_live(key, &self.ttl, now).and_then(|id| self.state.get_mut(id)) {
                 None => {
                     let shown = if store_rows { row.clone() } else { rows.row(i).as_ref().to_vec() };
-                    self.state.insert(key.to_vec(), Kept { time, row });
+                    self.state.insert(key, Kept { time, row }, now);
                     emitted.push((shown, RowKind::Insert));
                 }
-                Some(kept) => {
+                Some(slot) => {
+                    let kept = &mut slot.value;
                     let replace = match (&self.rowtime, self.keep_last) {
                         (None, keep_last) => keep_last,
                         (Some(_), true) => kept.time <= time,
                         (Some(_), false) => time < kept.time,
                     };
+                    // Only a replacement writes the state (keep-first by arrival expires the
+                    // TTL after the key's first row, as Flink's does).
                     if replace {
                         let old = std::mem::replace(kept, Kept { time, row: row.clone() });
+                        slot.written = now;
                         emitted.push((old.row, RowKind::UpdateBefore));
                         emitted.push((row, RowKind::UpdateAfter));
                     }
                 }
             }
         }
+        self.state.sweep_expired(&self.ttl, batch.num_rows());
         if emitted.is_empty() {
             return Ok(());
         }
@@ -528,22 +583,27 @@ impl Operator for Deduplicate {
     fn snapshot(&self) -> Result<Vec<u8>> {
         let mut w = StateWriter::default();
         w.u64(self.state.len() as u64);
-        for (k, v) in &self.state {
-            w.bytes(k);
-            w.bytes(&v.time);
-            w.bytes(&v.row);
+        for (_, slot) in self.state.iter() {
+            w.bytes(&slot.key);
+            w.u64(slot.written);
+            w.bytes(&slot.value.time);
+            w.bytes(&slot.value.row);
         }
         Ok(w.buf)
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let mut r = StateReader::new(bytes);
-        let mut state = HashMap::new();
+        let mut state = KeyedStore::default();
         for _ in 0..r.u64()? {
-            let k = r.bytes()?.to_vec();
+            let k = r.bytes()?;
+            let written = r.u64()?;
             let time = r.bytes()?.to_vec();
             let row = r.bytes()?.to_vec();
-            state.insert(k, Kept { time, row });
+            if state.find(k).is_some() {
+                return Err(RsqlError::execution("deduplicate state snapshot is corrupt: a key appears twice"));
+            }
+            state.insert(k, Kept { time, row }, written);
         }
         if !r.is_empty() {
             return Err(RsqlError::execution("deduplicate state snapshot has trailing bytes"));
@@ -553,7 +613,7 @@ impl Operator for Deduplicate {
     }
 
     fn state_size(&self) -> usize {
-        self.state.iter().map(|(k, v)| k.len() + v.time.len() + v.row.len() + 64).sum()
+        self.state.iter().map(|(_, s)| s.key.len() + s.value.time.len() + s.value.row.len() + 72).sum()
     }
 }
 
@@ -561,8 +621,9 @@ impl Operator for Deduplicate {
 mod tests {
     use super::*;
     use crate::graph::SortColumn;
-    use crate::operators::testutil::{batch, schema, show};
+    use crate::operators::testutil::{batch, manual_ttl, schema, show};
     use rsql_common::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::atomic::Ordering;
 
     /// Input (p, v, id); output (p, v, id, rn) with the row number as BIGINT for `show`.
     fn io() -> (SchemaRef, SchemaRef) {
@@ -599,7 +660,7 @@ mod tests {
         // A tie with 30 goes after it (arrival order): 20 leaves.
         assert_eq!(run(&mut r, &[("+I", &[1, 30, 6])]), vec!["-D[1, 20, 3, 1]", "+I[1, 30, 6, 1]"]);
         // On an insert-only input only the rows up to the rank end are kept.
-        assert_eq!(r.parts.values().map(|p| p.len).sum::<usize>(), 3);
+        assert_eq!(r.parts.iter().map(|(_, s)| s.value.len).sum::<usize>(), 3);
     }
 
     #[test]
@@ -787,5 +848,45 @@ mod tests {
         let mut d2 = Deduplicate::new(i.clone(), o.clone(), &[0], true, &DedupOrder::Proctime).unwrap();
         d2.restore(&d1.snapshot().unwrap()).unwrap();
         assert_eq!(run(&mut d1, &[("+I", &[1, 20, 2])]), run(&mut d2, &[("+I", &[1, 20, 2])]));
+    }
+
+    #[test]
+    fn state_ttl_expires_dedup_keys_and_rank_partitions() {
+        let (i, o) = io();
+        // Keep-first by arrival: state is written once, so the key comes back after the TTL.
+        let (now, ttl) = manual_ttl();
+        let mut first = Deduplicate::new(i.clone(), o.clone(), &[0], false, &DedupOrder::Proctime).unwrap().with_ttl(ttl.clone());
+        assert_eq!(run(&mut first, &[("+I", &[1, 10, 1]), ("+I", &[2, 20, 2])]), vec!["+I[1, 10, 1, 1]", "+I[2, 20, 2, 1]"]);
+        now.store(99, Ordering::SeqCst);
+        assert!(run(&mut first, &[("+I", &[1, 11, 3])]).is_empty());
+        now.store(100, Ordering::SeqCst);
+        assert_eq!(run(&mut first, &[("+I", &[1, 12, 4])]), vec!["+I[1, 12, 4, 1]"]);
+        // Keep-last writes on every row: a key seen within the TTL stays; a silent one starts over.
+        now.store(0, Ordering::SeqCst);
+        let mut last = Deduplicate::new(i.clone(), o.clone(), &[0], true, &DedupOrder::Proctime).unwrap().with_ttl(ttl.clone());
+        assert_eq!(run(&mut last, &[("+I", &[1, 10, 1]), ("+I", &[2, 20, 2])]), vec!["+I[1, 10, 1, 1]", "+I[2, 20, 2, 1]"]);
+        now.store(60, Ordering::SeqCst);
+        assert_eq!(run(&mut last, &[("+I", &[1, 11, 3])]), vec!["-U[1, 10, 1, 1]", "+U[1, 11, 3, 1]"]);
+        now.store(130, Ordering::SeqCst);
+        assert_eq!(run(&mut last, &[("+I", &[1, 12, 4]), ("+I", &[2, 21, 5])]), vec!["-U[1, 11, 3, 1]", "+U[1, 12, 4, 1]", "+I[2, 21, 5, 1]"]);
+        let snap = last.snapshot().unwrap();
+        let mut again = Deduplicate::new(i.clone(), o.clone(), &[0], true, &DedupOrder::Proctime).unwrap().with_ttl(ttl.clone());
+        again.restore(&snap).unwrap();
+        assert_eq!(again.snapshot().unwrap(), snap);
+
+        // Top-2 per partition over an updating input: partition 1 is not written and expires.
+        now.store(1000, Ordering::SeqCst);
+        let mut r = rank((1, 2), true, false).with_ttl(ttl);
+        assert_eq!(run(&mut r, &[("+I", &[1, 10, 1]), ("+I", &[2, 20, 2])]), vec!["+I[1, 10, 1, 1]", "+I[2, 20, 2, 1]"]);
+        now.store(1060, Ordering::SeqCst);
+        assert_eq!(run(&mut r, &[("+I", &[2, 30, 3])]), vec!["-U[2, 20, 2, 1]", "+U[2, 30, 3, 1]", "+I[2, 20, 2, 2]"]);
+        now.store(1120, Ordering::SeqCst);
+        // Partition 1 expired: its retraction is dropped and a new row starts at rank 1.
+        assert!(run(&mut r, &[("-D", &[1, 10, 1])]).is_empty());
+        assert_eq!(run(&mut r, &[("+I", &[1, 5, 4]), ("-D", &[2, 30, 3])]), vec!["+I[1, 5, 4, 1]", "-U[2, 30, 3, 1]", "+U[2, 20, 2, 1]", "-D[2, 20, 2, 2]"]);
+        let snap = r.snapshot().unwrap();
+        let mut b = rank((1, 2), true, false);
+        b.restore(&snap).unwrap();
+        assert_eq!(b.snapshot().unwrap(), snap);
     }
 }

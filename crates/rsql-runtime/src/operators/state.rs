@@ -3,7 +3,6 @@
 //! state time-to-live (`table.exec.state.ttl`), and a small length-prefixed encoding for snapshots.
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::fast::FixedState;
@@ -12,6 +11,8 @@ use rsql_common::arrow::array::ArrayRef;
 use rsql_common::arrow::datatypes::SchemaRef;
 use rsql_common::arrow::row::{RowConverter, Rows, SortField};
 use rsql_common::{Result, RsqlError};
+
+use crate::clock::{wall_clock, Clock};
 
 /// Encodes chosen columns of batches to row bytes and back.
 pub struct RowCodec {
@@ -50,7 +51,7 @@ impl RowCodec {
 #[derive(Clone)]
 pub struct StateTtl {
     ttl_ms: u64,
-    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for StateTtl {
@@ -68,14 +69,11 @@ impl Default for StateTtl {
 impl StateTtl {
     /// A TTL on the wall clock (milliseconds since the epoch); zero turns it off.
     pub fn new(ttl: Duration) -> Self {
-        StateTtl::with_clock(
-            ttl,
-            Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)),
-        )
+        StateTtl::with_clock(ttl, wall_clock())
     }
 
     /// A TTL on a given clock returning milliseconds (tests drive time by hand).
-    pub fn with_clock(ttl: Duration, clock: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+    pub fn with_clock(ttl: Duration, clock: Clock) -> Self {
         StateTtl { ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX), clock }
     }
 
@@ -194,6 +192,26 @@ impl<T> KeyedStore<T> {
         self.sweep_at = 0;
     }
 
+    /// The slot holding `key` unless its state has expired at `now`; an expired slot is removed
+    /// (expired state is never returned).
+    pub fn find_live(&mut self, key: &[u8], ttl: &StateTtl, now: u64) -> Option<u32> {
+        let id = self.find(key)?;
+        if self.get(id).is_some_and(|s| ttl.expired(s.written, now)) {
+            self.remove(id);
+            return None;
+        }
+        Some(id)
+    }
+
+    /// The incremental TTL cleanup run after a batch of `rows` rows: looks at a few more slots
+    /// than rows came in. Does nothing without a TTL.
+    pub fn sweep_expired(&mut self, ttl: &StateTtl, rows: usize) {
+        if ttl.enabled() {
+            let now = ttl.now();
+            self.sweep(rows.max(64) * 2, |slot| ttl.expired(slot.written, now));
+        }
+    }
+
     /// Incremental cleanup: looks at the next `budget` slots (wrapping around) and removes those
     /// for which `expired` holds. Returns how many were removed.
     pub fn sweep(&mut self, budget: usize, mut expired: impl FnMut(&Slot<T>) -> bool) -> usize {
@@ -275,6 +293,7 @@ impl<'a> StateReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn keyed_store_finds_reuses_and_sweeps_slots() {

@@ -1,7 +1,7 @@
 //! Helpers for operator unit tests: build small changelog batches of Int32 columns, read them
 //! back as `kind[a, b]` strings, and drive state TTL with a clock the test sets.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +14,8 @@ use super::state::StateTtl;
 
 /// A TTL of 100 ms read from the returned clock (milliseconds), which starts at 0.
 pub fn manual_ttl() -> (Arc<AtomicU64>, StateTtl) {
-    let now = Arc::new(AtomicU64::new(0));
-    let read = now.clone();
-    let ttl = StateTtl::with_clock(Duration::from_millis(100), Arc::new(move || read.load(Ordering::SeqCst)));
-    (now, ttl)
+    let (now, clock) = crate::clock::manual_clock(0);
+    (now, StateTtl::with_clock(Duration::from_millis(100), clock))
 }
 
 pub fn schema(names: &[&str], nullable: bool) -> SchemaRef {

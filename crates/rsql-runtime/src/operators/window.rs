@@ -35,37 +35,137 @@ fn fired(end: i64, watermark: i64) -> bool {
     end - MILLI <= watermark.saturating_mul(MILLI)
 }
 
-/// Generates bounded-out-of-orderness watermarks: after each batch, the largest value of the
-/// watermark expression seen so far, when it advanced.
+/// When a watermark assigner emits watermarks and when it declares its input idle, in
+/// milliseconds of processing time (0: off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatermarkTiming {
+    /// `pipeline.auto-watermark-interval`: watermarks are emitted on a timer of this period (and
+    /// at once when a batch moves the watermark by more than the period); 0 emits after every
+    /// batch that moves it.
+    pub interval_ms: u64,
+    /// `table.exec.source.idle-timeout`: an input without rows for this long is marked idle.
+    pub idle_timeout_ms: u64,
+}
+
+impl WatermarkTiming {
+    /// The period of the assigner's timer, as Flink picks it: the smaller of the two periods
+    /// when it is at least five times smaller than the other, else a fifth of it.
+    pub fn timer_period_ms(&self) -> Option<u64> {
+        let (w, i) = (self.interval_ms, self.idle_timeout_ms);
+        match (w, i) {
+            (0, 0) => None,
+            (0, x) | (x, 0) => Some(x),
+            _ => {
+                let (small, large) = (w.min(i), w.max(i));
+                Some(if small.saturating_mul(5) < large { small } else { (small / 5).max(1) })
+            }
+        }
+    }
+}
+
+/// Generates bounded-out-of-orderness watermarks: the largest value of the watermark expression
+/// seen so far, emitted on the timer of `pipeline.auto-watermark-interval` when it advanced, or
+/// at once after a batch that moved it by more than the interval. With an idle timeout it marks
+/// its output idle when no row came for the timeout, and active again with the next batch, as
+/// Flink's WatermarkAssignerOperator does.
 pub struct WatermarkAssigner {
     rowtime: usize,
     expr: PhysExpr,
     current: i64,
+    /// The last watermark emitted.
+    emitted: i64,
     pending: Option<i64>,
+    timing: WatermarkTiming,
+    /// Batches processed, and how many had been at the last idleness check.
+    processed: u64,
+    checked_processed: Option<u64>,
+    /// Processing time of the last check that saw new batches.
+    active_at: u64,
+    last_periodic: u64,
+    idle: bool,
+    status_change: Option<bool>,
 }
 
 impl WatermarkAssigner {
     pub fn new(rowtime: usize, expr: PhysExpr) -> Self {
-        WatermarkAssigner { rowtime, expr, current: i64::MIN, pending: None }
+        WatermarkAssigner {
+            rowtime,
+            expr,
+            current: i64::MIN,
+            emitted: i64::MIN,
+            pending: None,
+            timing: WatermarkTiming::default(),
+            processed: 0,
+            checked_processed: None,
+            active_at: 0,
+            last_periodic: 0,
+            idle: false,
+            status_change: None,
+        }
+    }
+
+    pub fn with_timing(mut self, timing: WatermarkTiming) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    fn advance(&mut self) {
+        if self.current > self.emitted {
+            self.emitted = self.current;
+            self.pending = Some(self.current);
+        }
     }
 }
 
 impl Operator for WatermarkAssigner {
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
         debug_assert!(self.rowtime < batch.data.num_columns());
+        self.processed += 1;
+        if self.idle {
+            self.idle = false;
+            self.status_change = Some(false);
+        }
         let v = self.expr.evaluate(&batch.data)?.into_array(batch.num_rows())?;
         let v = micros(&v)?;
         let v = v.as_primitive::<Int64Type>();
         // Rows whose expression is NULL do not move the watermark.
         if let Some(max) = v.iter().flatten().max() {
             let ms = max.div_euclid(MILLI);
-            if ms > self.current {
-                self.current = ms;
-                self.pending = Some(ms);
-            }
+            self.current = self.current.max(ms);
         }
         out.push(batch);
+        // Emit at once when the watermark moved by more than the interval (every move when the
+        // interval is 0); smaller moves wait for the timer.
+        let interval = i64::try_from(self.timing.interval_ms).unwrap_or(i64::MAX);
+        if self.current.saturating_sub(self.emitted) > interval {
+            self.advance();
+        }
         Ok(())
+    }
+
+    fn timer_period(&self) -> Option<std::time::Duration> {
+        self.timing.timer_period_ms().map(std::time::Duration::from_millis)
+    }
+
+    fn on_timer(&mut self, now: u64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let t = self.timing;
+        if t.interval_ms > 0 && self.last_periodic.saturating_add(t.interval_ms) <= now {
+            self.last_periodic = now;
+            self.advance();
+        }
+        if self.checked_processed != Some(self.processed) {
+            self.checked_processed = Some(self.processed);
+            self.active_at = now;
+        }
+        if t.idle_timeout_ms > 0 && !self.idle && self.active_at.saturating_add(t.idle_timeout_ms) <= now {
+            self.idle = true;
+            self.status_change = Some(true);
+        }
+        Ok(())
+    }
+
+    fn generated_idleness(&mut self) -> Option<bool> {
+        self.status_change.take()
     }
 
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<Option<i64>> {
@@ -84,6 +184,8 @@ impl Operator for WatermarkAssigner {
 
     fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         self.current = StateReader::new(bytes).i64()?;
+        // Downstream operators restored their own watermarks: only later ones are news.
+        self.emitted = self.current;
         Ok(())
     }
 }
@@ -554,5 +656,44 @@ mod tests {
         op2.process(0, rows(&[(1, 1, 4_500)]), &mut out).expect("process");
         assert_eq!(op2.generated_watermark(), None);
         assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn watermark_assigner_emits_on_its_timer_and_marks_idle_inputs() {
+        use datafusion_physical_expr::expressions::Column;
+        let timing = WatermarkTiming { interval_ms: 200, idle_timeout_ms: 1_000 };
+        assert_eq!(timing.timer_period_ms(), Some(40));
+        assert_eq!(WatermarkTiming { interval_ms: 200, idle_timeout_ms: 5_000 }.timer_period_ms(), Some(200));
+        assert_eq!(WatermarkTiming { interval_ms: 0, idle_timeout_ms: 500 }.timer_period_ms(), Some(500));
+        assert_eq!(WatermarkTiming::default().timer_period_ms(), None);
+        let mut op = WatermarkAssigner::new(2, Arc::new(Column::new("ts", 2))).with_timing(timing);
+        assert_eq!(op.timer_period(), Some(std::time::Duration::from_millis(40)));
+        let mut out = Vec::new();
+        op.process(0, rows(&[(1, 1, 5_000)]), &mut out).expect("process");
+        assert_eq!(op.generated_watermark(), Some(5_000), "the first watermark goes out at once");
+        op.process(0, rows(&[(1, 1, 5_150)]), &mut out).expect("process");
+        assert_eq!(op.generated_watermark(), None, "a move of 150 ms waits for the 200 ms timer");
+        op.on_timer(10_000, &mut out).expect("timer");
+        assert_eq!(op.generated_watermark(), Some(5_150));
+        op.process(0, rows(&[(1, 1, 5_500)]), &mut out).expect("process");
+        assert_eq!(op.generated_watermark(), Some(5_500), "a move of more than the interval goes out at once");
+        // A row came after the check at 10 000, so the timeout counts from the check at 10 200.
+        op.on_timer(10_200, &mut out).expect("timer");
+        assert_eq!(op.generated_idleness(), None);
+        op.on_timer(11_100, &mut out).expect("timer");
+        assert_eq!(op.generated_idleness(), None);
+        op.on_timer(11_200, &mut out).expect("timer");
+        assert_eq!(op.generated_idleness(), Some(true));
+        op.on_timer(13_000, &mut out).expect("timer");
+        assert_eq!(op.generated_idleness(), None, "idleness is reported once");
+        op.process(0, rows(&[(1, 1, 5_600)]), &mut out).expect("process");
+        assert_eq!(op.generated_idleness(), Some(false), "a batch makes the input active again");
+        // Interval 0: every batch that moves the watermark emits it.
+        let mut op = WatermarkAssigner::new(2, Arc::new(Column::new("ts", 2)));
+        op.process(0, rows(&[(1, 1, 1_000)]), &mut out).expect("process");
+        assert_eq!(op.generated_watermark(), Some(1_000));
+        op.process(0, rows(&[(1, 1, 1_001)]), &mut out).expect("process");
+        assert_eq!(op.generated_watermark(), Some(1_001));
+        assert_eq!(op.timer_period(), None);
     }
 }
