@@ -27,9 +27,23 @@ use crate::graph::{JoinKind, PhysExpr};
 #[derive(Clone, Debug)]
 struct Entry {
     row: Box<[u8]>,
+    /// A hash of `row`, compared before the bytes when a retraction looks for its row, so that
+    /// scanning a key's rows does not follow every row's pointer.
+    fp: u32,
     degree: u32,
     /// Processing time of the last write (0 without a TTL).
     written: u64,
+}
+
+impl Entry {
+    fn new(row: &[u8], degree: u32, written: u64) -> Entry {
+        Entry { row: row.into(), fp: fingerprint(row), degree, written }
+    }
+}
+
+fn fingerprint(row: &[u8]) -> u32 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x0f1a_9e7).hash_one(row) as u32
 }
 
 struct Side {
@@ -203,7 +217,7 @@ impl Join {
             if matched.is_empty() && self_outer {
                 out.push(s, Some(row), None, RowKind::Insert);
             }
-            let entry = Entry { row: row.into(), degree: matched.len() as u32, written: now };
+            let entry = Entry::new(row, matched.len() as u32, now);
             let side = &mut self.sides[s];
             match side.find_live(key, ttl, now).and_then(|id| side.state.get_mut(id)) {
                 Some(slot) => {
@@ -220,7 +234,8 @@ impl Join {
             let side = &mut self.sides[s];
             let Some(id) = side.find_live(key, ttl, now) else { return Ok(()) };
             let Some(slot) = side.state.get_mut(id) else { return Ok(()) };
-            let Some(p) = slot.value.iter().rposition(|e| &*e.row == row) else { return Ok(()) };
+            let fp = fingerprint(row);
+            let Some(p) = slot.value.iter().position(|e| e.fp == fp && &*e.row == row) else { return Ok(()) };
             slot.value.remove(p);
             if slot.value.is_empty() {
                 side.state.remove(id);
@@ -309,9 +324,9 @@ impl Operator for Join {
                 let n = r.u64()?;
                 let mut list = Vec::new();
                 for _ in 0..n {
-                    let row = r.bytes()?.into();
+                    let row = r.bytes()?;
                     let degree = u32::try_from(r.u64()?).map_err(|_| RsqlError::execution("join snapshot is corrupt"))?;
-                    list.push(Entry { row, degree, written: r.u64()? });
+                    list.push(Entry::new(row, degree, r.u64()?));
                 }
                 if side.state.find(k).is_some() {
                     return Err(RsqlError::execution("join snapshot is corrupt: a key appears twice"));

@@ -96,9 +96,43 @@ impl StateTtl {
     }
 }
 
+/// Key bytes of a [`Slot`]: short keys (most encoded join and group keys) are stored inside the
+/// slot, so looking a key up touches one cache line instead of following a pointer; longer keys
+/// live on the heap. Dereferences to the bytes.
+pub enum SlotKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+/// Longest key stored inline (the enum stays 24 bytes, the size of a boxed slice plus its tag).
+const INLINE_KEY: usize = 22;
+
+impl From<&[u8]> for SlotKey {
+    fn from(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            SlotKey::Inline { len: key.len() as u8, bytes }
+        } else {
+            SlotKey::Heap(key.into())
+        }
+    }
+}
+
+impl std::ops::Deref for SlotKey {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            SlotKey::Inline { len, bytes } => &bytes[..*len as usize],
+            SlotKey::Heap(b) => b,
+        }
+    }
+}
+
 /// One key's state in a [`KeyedStore`].
 pub struct Slot<T> {
-    pub key: Box<[u8]>,
+    pub key: SlotKey,
     pub value: T,
     /// Processing time of the last write (milliseconds; 0 when no TTL is set).
     pub written: u64,
