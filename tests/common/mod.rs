@@ -111,6 +111,18 @@ impl Drop for Pipeline {
     }
 }
 
+/// The client's shell with standard input, output and error piped (it reads statements from
+/// standard input when that is not a terminal).
+pub fn shell() -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rsql-client"))
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rsql-client")
+}
+
 /// The seed's MariaDB tables (sql/mysql/seed_tables.sql) in database `db`, created afresh.
 pub fn create_source_tables(db: &str) {
     let ddl = std::fs::read_to_string(root().join("sql/mysql/seed_tables.sql")).expect("seed_tables.sql").replace("flink_cdc", db);

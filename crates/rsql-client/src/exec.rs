@@ -478,7 +478,7 @@ impl Client {
             return Ok(());
         }
         self.metrics_started = true;
-        tokio::spawn(crate::metrics::log_status(self.metrics.clone(), Duration::from_secs(10)));
+        tokio::spawn(crate::metrics::log_status(self.metrics.clone(), Duration::from_secs(10), !self.interactive));
         if let Some(port) = self.session.config.get("metrics.reporter.prom.port") {
             let port: u16 = port.trim().parse().map_err(|_| {
                 RsqlError::validation(format!("'metrics.reporter.prom.port' = '{port}' is not a port number"), None)
@@ -498,34 +498,9 @@ impl Client {
         if self.validate_only {
             return;
         }
-        let mut rows = Vec::new();
-        for (i, j) in self.jobs.iter().enumerate() {
-            let m = &j.metrics;
-            let state: u64 = m.nodes.iter().map(|(_, nm)| nm.state_bytes.load(std::sync::atomic::Ordering::Relaxed)).sum();
-            let cp = m.checkpoints.lock().map(|c| c.clone()).unwrap_or_default();
-            let cp_text = if cp.completed > 0 {
-                format!("{} ({} bytes, {} ms)", cp.last_id, cp.last_bytes, cp.last_duration.as_millis())
-            } else {
-                "-".to_string()
-            };
-            let mut first = true;
-            for (name, nm) in &m.nodes {
-                if name.starts_with("TableSourceScan") || name.starts_with("Sink") {
-                    rows.push(vec![
-                        format!("{}", i + 1),
-                        j.name.clone(),
-                        name.clone(),
-                        nm.rows_in.load(std::sync::atomic::Ordering::Relaxed).to_string(),
-                        nm.rows_out.load(std::sync::atomic::Ordering::Relaxed).to_string(),
-                        if first { state.to_string() } else { String::new() },
-                        if first { cp_text.clone() } else { String::new() },
-                    ]);
-                    first = false;
-                }
-            }
-        }
-        let header: Vec<String> =
-            ["job", "name", "node", "rows in", "rows out", "state bytes", "last checkpoint"].iter().map(|s| s.to_string()).collect();
+        let jobs: Vec<(String, Arc<rsql_runtime::executor::JobMetrics>)> =
+            self.jobs.iter().map(|j| (j.name.clone(), j.metrics.clone())).collect();
+        let (header, rows) = crate::metrics::jobs_table(&jobs);
         print!("{}", boxed(&header, &rows));
     }
 

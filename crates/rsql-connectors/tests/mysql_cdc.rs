@@ -13,7 +13,7 @@ use rsql_common::catalog::{ColumnDef, ColumnKind, ObjectPath, OptionValue, Table
 use rsql_common::types::{FlinkType, LogicalType, MAX_LENGTH};
 use rsql_common::{Location, RowKind};
 use rsql_connectors::mysql_cdc::{BinlogPosition, MySqlCdcFactory};
-use rsql_runtime::{ConnectorFactory, Message, ProducedColumn, SourceContext};
+use rsql_runtime::{ConnectorFactory, Lag, Message, PhaseView, ProducedColumn, SourceContext, SourceStatus};
 use tokio::sync::{mpsc, watch};
 
 fn port() -> u16 {
@@ -151,6 +151,10 @@ struct Running {
     phys: usize,
     /// Every position reported, with the state as of it.
     positions: Vec<(BTreeMap<String, Vec<Datum>>, Vec<u8>)>,
+    /// The status the source reports.
+    status: std::sync::Arc<SourceStatus>,
+    /// Phases seen after each message received.
+    phases: Vec<PhaseView>,
 }
 
 fn start(t: &TableDef) -> Running {
@@ -172,6 +176,7 @@ fn start_at(t: &TableDef, resume: Option<&[u8]>, batch_size: usize) -> Running {
     if let Some(p) = resume {
         src.restore(p).expect("restore");
     }
+    let status = src.status().expect("mysql-cdc reports its status");
     let (tx, rx) = mpsc::channel(64);
     let (stop, stop_rx) = watch::channel(false);
     let ctx = SourceContext {
@@ -192,6 +197,8 @@ fn start_at(t: &TableDef, resume: Option<&[u8]>, batch_size: usize) -> Running {
         ended: false,
         phys: t.physical_columns().count(),
         positions: Vec::new(),
+        status,
+        phases: Vec::new(),
     }
 }
 
@@ -230,6 +237,7 @@ impl Running {
             Message::Position(p) => self.positions.push((self.state.clone(), p)),
             Message::Watermark(_) | Message::Idle(_) | Message::Barrier(_) => {}
         }
+        self.phases.push(self.status.view().phase);
     }
 
     /// Receives until `done` holds, failing after `secs`.
@@ -290,6 +298,24 @@ fn state_as_strings(r: &Running) -> BTreeMap<i64, String> {
         .collect()
 }
 
+/// A fresh table `t (id INT PRIMARY KEY, v INT)` with rows `(i, i)` for i in 1..=`rows` (its
+/// statistics analyzed), and its source definition reading `chunk` rows per snapshot chunk.
+async fn int_table_in_chunks(name: &str, rows: i64, chunk: &str) -> (Conn, String, TableDef) {
+    let (mut c, db) = fresh_db(name).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    let values: Vec<String> = (1..=rows).map(|i| format!("({i}, {i})")).collect();
+    c.query_drop(format!("INSERT INTO t VALUES {}", values.join(","))).await.unwrap();
+    c.query_drop("ANALYZE TABLE t").await.unwrap();
+    let t = table_def(
+        &db,
+        "t",
+        &[("id", nn(FlinkType::Int)), ("v", n(FlinkType::Int))],
+        &[],
+        &[("scan.incremental.snapshot.chunk.size", chunk)],
+    );
+    (c, db, t)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_then_binlog_changes() {
     let (mut c, db) = fresh_db("basic").await;
@@ -348,17 +374,7 @@ async fn snapshot_then_binlog_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_switches_to_binlog_under_concurrent_writes() {
-    let (mut c, db) = fresh_db("switch").await;
-    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
-    let values: Vec<String> = (1..=6000).map(|i| format!("({i}, {i})")).collect();
-    c.query_drop(format!("INSERT INTO t VALUES {}", values.join(","))).await.unwrap();
-    let t = table_def(
-        &db,
-        "t",
-        &[("id", nn(FlinkType::Int)), ("v", n(FlinkType::Int))],
-        &[],
-        &[("scan.incremental.snapshot.chunk.size", "250")],
-    );
+    let (mut c, db, t) = int_table_in_chunks("switch", 6000, "250").await;
 
     // A writer that updates, deletes and inserts all over the key range while the snapshot runs.
     let writer_db = db.clone();
@@ -731,17 +747,7 @@ fn in_binlog_phase(p: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_from_saved_positions_without_loss_or_duplicates() {
-    let (mut c, db) = fresh_db("resume").await;
-    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
-    let values: Vec<String> = (1..=4000).map(|i| format!("({i}, {i})")).collect();
-    c.query_drop(format!("INSERT INTO t VALUES {}", values.join(","))).await.unwrap();
-    let t = table_def(
-        &db,
-        "t",
-        &[("id", nn(FlinkType::Int)), ("v", n(FlinkType::Int))],
-        &[],
-        &[("scan.incremental.snapshot.chunk.size", "300")],
-    );
+    let (mut c, db, t) = int_table_in_chunks("resume", 4000, "300").await;
     let writer_db = db.clone();
     let writer = tokio::spawn(async move {
         let mut w = conn().await;
@@ -986,6 +992,228 @@ async fn composite_key_is_read_in_chunks_under_concurrent_writes() {
         |i| format!("grp = 'g{}', n = {}", i % 7, i / 7),
     )
     .await;
+}
+
+/// ENUM labels whose declaration order (the order MySQL sorts and compares them by) is not their
+/// string order.
+const ENUM_LABELS: [&str; 5] = ["zulu", "alpha", "mike", "Bravo", "echo"];
+/// SET members in declaration order; a value's number has bit i set for member i.
+const SET_MEMBERS: [&str; 4] = ["x", "c", "a", "q"];
+
+/// The SET value whose number is `mask` (members in declaration order, as MySQL writes them).
+fn set_value(mask: i64) -> String {
+    SET_MEMBERS.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, m)| *m).collect::<Vec<_>>().join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_key_is_read_in_chunks_under_concurrent_writes() {
+    fn key_of(i: i64) -> String {
+        format!("'{}', {}", ENUM_LABELS[(i % 5) as usize], i / 5)
+    }
+    chunked_by_key_under_concurrent_writes(
+        "enum_key",
+        "CREATE TABLE t (e ENUM('zulu','alpha','mike','Bravo','echo') NOT NULL, n INT NOT NULL, id INT NOT NULL UNIQUE, v INT, PRIMARY KEY (e, n))",
+        "e, n",
+        key_of,
+        |i| format!("e = '{}', n = {}", ENUM_LABELS[(i % 5) as usize], i / 5),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_key_is_read_in_chunks_under_concurrent_writes() {
+    fn key_of(i: i64) -> String {
+        format!("'{}', {}", set_value(i % 16), i / 16)
+    }
+    chunked_by_key_under_concurrent_writes(
+        "set_key",
+        "CREATE TABLE t (s SET('x','c','a','q') NOT NULL, n INT NOT NULL, id INT NOT NULL UNIQUE, v INT, PRIMARY KEY (s, n))",
+        "s, n",
+        key_of,
+        |i| format!("s = '{}', n = {}", set_value(i % 16), i / 16),
+    )
+    .await;
+}
+
+/// Rows of a source whose first column is a text key: key -> second column as text.
+fn text_keyed_state(r: &Running) -> BTreeMap<String, String> {
+    r.state
+        .values()
+        .map(|row| {
+            let k = match &row[0] {
+                Datum::Str(s) => s.clone(),
+                other => panic!("key {other:?}"),
+            };
+            let v = match &row[1] {
+                Datum::Null => "NULL".to_string(),
+                Datum::Int(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+async fn text_keyed_table(c: &mut Conn) -> BTreeMap<String, String> {
+    let rows: Vec<(String, Option<String>)> = c.query("SELECT CAST(k AS CHAR), CAST(v AS CHAR) FROM t").await.unwrap();
+    rows.into_iter().map(|(k, v)| (k, v.unwrap_or_else(|| "NULL".into()))).collect()
+}
+
+/// A one-column ENUM or SET key read two rows per chunk, so that every chunk bound is a key
+/// whose number order differs from its string order, then changed through the binlog: inserts,
+/// value updates, key updates (a row moving before and after others) and deletes.
+async fn enum_or_set_single_key(name: &str, ddl: &str, keys: &[String], changes: &[String]) {
+    let (mut c, db) = fresh_db(name).await;
+    c.query_drop(ddl).await.unwrap();
+    // Inserted in string order, which is not the key order.
+    let mut sorted: Vec<&String> = keys.iter().collect();
+    sorted.sort();
+    let values: Vec<String> = sorted.iter().enumerate().map(|(i, k)| format!("('{k}', {i})")).collect();
+    c.query_drop(format!("INSERT INTO t VALUES {}", values.join(","))).await.unwrap();
+    let want_order: Vec<String> =
+        c.query::<String, _>("SELECT CAST(k AS CHAR) FROM t ORDER BY k").await.unwrap();
+    let t = table_def(
+        &db,
+        "t",
+        &[("k", nn(FlinkType::Varchar(MAX_LENGTH))), ("v", n(FlinkType::Int))],
+        &[],
+        &[("scan.incremental.snapshot.chunk.size", "2")],
+    );
+    let mut r = start(&t);
+    let want = text_keyed_table(&mut c).await;
+    r.until(60, "the snapshot", |r| text_keyed_state(r) == want).await;
+    let read_order: Vec<String> = r
+        .changes
+        .iter()
+        .map(|(_, row)| match &row[0] {
+            Datum::Str(s) => s.clone(),
+            other => panic!("key {other:?}"),
+        })
+        .collect();
+    assert_eq!(read_order, want_order, "the snapshot reads keys in the server's order");
+    assert!(r.batches.len() >= keys.len() / 2, "read in chunks of two: {:?}", r.batches);
+    for sql in changes {
+        c.query_drop(sql).await.unwrap();
+    }
+    let want = text_keyed_table(&mut c).await;
+    r.until(60, "the binlog changes", |r| text_keyed_state(r) == want).await;
+    let r = r.stop().await;
+    assert_eq!(text_keyed_state(&r), want);
+    let kinds: Vec<RowKind> = r.changes[keys.len()..].iter().map(|(k, _)| *k).collect();
+    assert!(kinds.contains(&RowKind::UpdateBefore) && kinds.contains(&RowKind::Delete), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_primary_key_snapshot_chunks_and_binlog() {
+    let keys: Vec<String> = ENUM_LABELS[..4].iter().map(|s| s.to_string()).collect();
+    enum_or_set_single_key(
+        "enum_pk",
+        "CREATE TABLE t (k ENUM('zulu','alpha','mike','Bravo','echo','kilo') NOT NULL PRIMARY KEY, v INT)",
+        &keys,
+        &[
+            "INSERT INTO t VALUES ('echo', 100)".into(),
+            "UPDATE t SET v = v + 10 WHERE k = 'alpha'".into(),
+            "UPDATE t SET k = 'kilo' WHERE k = 'zulu'".into(),
+            "UPDATE t SET k = 'zulu', v = 7 WHERE k = 'Bravo'".into(),
+            "DELETE FROM t WHERE k = 'mike'".into(),
+            "BEGIN".into(),
+            "INSERT INTO t VALUES ('mike', 5)".into(),
+            "DELETE FROM t WHERE k = 'echo'".into(),
+            "COMMIT".into(),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_primary_key_snapshot_chunks_and_binlog() {
+    let keys: Vec<String> = (1..12).map(set_value).collect();
+    enum_or_set_single_key(
+        "set_pk",
+        "CREATE TABLE t (k SET('x','c','a','q') NOT NULL PRIMARY KEY, v INT)",
+        &keys,
+        &[
+            "INSERT INTO t VALUES ('x,a,q', 100), ('', 101)".into(),
+            "UPDATE t SET v = v + 10 WHERE k = 'c,a'".into(),
+            "UPDATE t SET k = 'x,c,a,q' WHERE k = 'x'".into(),
+            "UPDATE t SET k = 'c,a,q' WHERE k = 'x,c'".into(),
+            "DELETE FROM t WHERE k = 'c'".into(),
+            "DELETE FROM t WHERE k = ''".into(),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_snapshot_progress_then_the_binlog_lag() {
+    let (mut c, _db, t) = int_table_in_chunks("status", 3000, "200").await;
+    let mut r = start(&t);
+    r.until(60, "the snapshot", |r| r.state.len() == 3000).await;
+    let snapshot: Vec<(u64, u64)> = r
+        .phases
+        .iter()
+        .filter_map(|p| match p {
+            PhaseView::Snapshot { rows, estimated, rows_per_sec } => {
+                assert!(*rows_per_sec >= 0.0);
+                Some((*rows, *estimated))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!snapshot.is_empty(), "the snapshot phase is reported: {:?}", r.phases);
+    assert!(snapshot.iter().any(|(rows, _)| *rows > 0 && *rows < 3000), "rows read as it goes: {snapshot:?}");
+    assert!(snapshot.windows(2).all(|w| w[0].0 <= w[1].0), "rows read only grow: {snapshot:?}");
+    assert!(snapshot.iter().all(|(_, est)| *est > 1000 && *est < 6000), "estimated from information_schema: {snapshot:?}");
+
+    // The binlog phase: caught up (lag 0) once the changes are read.
+    c.query_drop("UPDATE t SET v = -v WHERE id <= 10").await.unwrap();
+    r.until(30, "the binlog changes", |r| r.changes.len() == 3000 + 20).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = r.status.view();
+        if v.phase == PhaseView::Streaming("binlog") && v.lag == Some(Lag::Seconds(0.0)) {
+            assert_eq!(v.text(), "binlog, lag 0.0 s");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not caught up: {v:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    r.stop().await;
+}
+
+/// A source started from an old binlog position is behind the server by the age of the events
+/// it reads while it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_the_age_of_events_read_from_an_old_position() {
+    let (mut c, db) = fresh_db("lag").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    let before = binlog_end(&mut c).await;
+    for i in 0..100 {
+        c.query_drop(format!("INSERT INTO t VALUES ({i}, {i})")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let pos = before.pos.to_string();
+    let t = table_def(
+        &db,
+        "t",
+        &[("id", nn(FlinkType::Int)), ("v", n(FlinkType::Int))],
+        &[],
+        &[
+            ("scan.startup.mode", "specific-offset"),
+            ("scan.startup.specific-offset.file", before.file.as_str()),
+            ("scan.startup.specific-offset.pos", pos.as_str()),
+        ],
+    );
+    // One row per batch: the source fills its channel (a batch and a position per transaction)
+    // and waits there, in the middle of the old events.
+    let mut r = start_at(&t, None, 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match r.status.view().lag {
+        Some(Lag::Seconds(s)) => assert!((2.0..120.0).contains(&s), "events over two seconds old: lag {s}"),
+        other => panic!("no lag in seconds: {other:?}"),
+    }
+    r.until(30, "every row", |r| r.state.len() == 100).await;
+    r.stop().await;
 }
 
 /// Receives until `rows` rows arrived; returns the seconds it took from `since`.

@@ -30,6 +30,7 @@ use rsql_common::types::FlinkType;
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
 use rsql_connectors::formats::{self, DecodedRows, RowDecoder};
 use rsql_runtime::connector::{ProducedColumn, Source, SourceContext};
+use rsql_runtime::source_status::{messages_behind, SourceStatus};
 use tokio::sync::watch;
 
 use crate::config::{BoundedMode, KafkaTable, StartupMode};
@@ -37,6 +38,8 @@ use crate::config::{BoundedMode, KafkaTable, StartupMode};
 /// Timeout of one metadata / offsets request to the brokers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the consumer lag (messages behind the high watermarks) is measured.
+const LAG_EVERY: Duration = Duration::from_secs(3);
 
 /// Routes librdkafka's log lines and errors to `tracing`.
 pub struct LogContext {
@@ -83,6 +86,7 @@ pub struct KafkaSource {
     read_to: BTreeMap<(String, i32), i64>,
     /// Offsets to resume from, taken from a checkpoint.
     resume: Option<BTreeMap<(String, i32), i64>>,
+    status: Arc<SourceStatus>,
 }
 
 fn encode_offsets(m: &BTreeMap<(String, i32), i64>) -> Vec<u8> {
@@ -182,7 +186,7 @@ impl KafkaSource {
             schema: Arc::new(Schema::new(fields)),
             key_buf: Vec::new(),
         };
-        Ok(KafkaSource { cfg, decoding, read_to: BTreeMap::new(), resume: None })
+        Ok(KafkaSource { cfg, decoding, read_to: BTreeMap::new(), resume: None, status: Arc::new(SourceStatus::default()) })
     }
 }
 
@@ -342,6 +346,52 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     let c = consumer.clone();
     tokio::task::spawn_blocking(move || f(&c)).await.map_err(|e| RsqlError::execution(format!("kafka client task failed: {e}")))
+}
+
+/// Messages between each assigned partition's next offset to read and its high watermark,
+/// summed; a partition that has not handed on a message yet counts from where it starts.
+/// None when the broker does not answer.
+fn measure_lag(c: &KConsumer, start: &BTreeMap<(String, i32), Offset>) -> Option<u64> {
+    let positions = c.position().ok()?;
+    let mut parts = Vec::with_capacity(positions.count());
+    for e in positions.elements() {
+        let (low, high) = c.fetch_watermarks(e.topic(), e.partition(), REQUEST_TIMEOUT).ok()?;
+        let next = match e.offset() {
+            Offset::Offset(n) => n,
+            _ => match start.get(&(e.topic().to_string(), e.partition())) {
+                Some(Offset::Offset(n)) => *n,
+                Some(Offset::End) => high,
+                _ => low,
+            },
+        };
+        parts.push((high, next));
+    }
+    Some(messages_behind(parts))
+}
+
+/// Measures the consumer lag every `LAG_EVERY` into `status` while the source runs (aborted when
+/// the returned handle is dropped).
+fn spawn_lag_meter(consumer: &Arc<KConsumer>, start: BTreeMap<(String, i32), Offset>, status: Arc<SourceStatus>) -> AbortOnDrop {
+    let consumer = consumer.clone();
+    let task = tokio::spawn(async move {
+        let start = Arc::new(start);
+        loop {
+            let s = start.clone();
+            if let Ok(Some(n)) = blocking(&consumer, move |c| measure_lag(c, &s)).await {
+                status.set_lag_messages(n);
+            }
+            tokio::time::sleep(LAG_EVERY).await;
+        }
+    });
+    AbortOnDrop(task)
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
@@ -654,6 +704,7 @@ impl Source for KafkaSource {
         consumer.assign(&tpl).map_err(|e| {
             RsqlError::connector(format!("table '{}'", self.cfg.name()), format!("cannot assign partitions of {}: {e}", self.cfg.describe_topics()))
         })?;
+        let _lag_meter = spawn_lag_meter(&consumer, start.clone(), self.status.clone());
 
         let mut next_discovery = self.cfg.discovery_interval.filter(|_| !bounded_mode(&self.cfg)).map(|d| Instant::now() + d);
         let batch_size = ctx.batch_size.max(1);
@@ -853,6 +904,12 @@ impl Source for KafkaSource {
     /// not read start as the table's startup mode says.
     fn restore(&mut self, position: &[u8]) -> Result<()> {
         self.restore_offsets(position)
+    }
+
+    /// The consumer lag: messages behind the partitions' high watermarks, measured every few
+    /// seconds.
+    fn status(&self) -> Option<Arc<SourceStatus>> {
+        Some(self.status.clone())
     }
 }
 

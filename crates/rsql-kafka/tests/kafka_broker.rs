@@ -703,3 +703,57 @@ async fn a_resumed_upsert_sink_undoes_what_a_failed_run_wrote_after_the_checkpoi
     let again: Vec<_> = (0..2).flat_map(|p| latest_per_key(&t, p)).collect();
     assert_eq!(live(again), live(at_checkpoint));
 }
+
+/// The source's lag is the number of messages between what it has handed on and the partition's
+/// high watermark: large while it waits on a full channel, 0 once everything is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_status_reports_messages_behind_the_high_watermark() {
+    use rsql_runtime::Lag;
+    let tp = topic("lag", 1);
+    let values: Vec<String> = (0..500)
+        .map(|i| format!("{{\"order_id\":{i},\"order_revenue\":1.5,\"order_region\":\"r\",\"customer_id\":1}}"))
+        .collect();
+    let messages: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+    produce(&tp, &messages);
+    let t = table(
+        orders_columns(),
+        None,
+        &[("connector", "kafka"), ("topic", &tp), ("format", "json"), ("scan.startup.mode", "earliest-offset")],
+    );
+    let mut src = factory(&t).create_source(&t, &physical(&t)).unwrap();
+    let status = src.status().expect("kafka sources report their status");
+    // A small channel and one row per batch: the source waits with most messages unread.
+    let (tx, mut rx) = mpsc::channel(4);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = SourceContext { out: tx, stop: stop_rx, table: "t".into(), max_batch_delay: Duration::from_millis(10), batch_size: 1 };
+    let handle = tokio::spawn(async move { src.run(ctx).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match status.view().lag {
+            Some(Lag::Messages(n)) if n > 400 => break,
+            other => assert!(std::time::Instant::now() < deadline, "no lag measured: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut rows = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rows < 500 {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(Msg::Batch(b))) => rows += b.num_rows(),
+            Ok(Some(_)) => {}
+            other => panic!("after {rows} rows: {other:?}"),
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match status.view().lag {
+            Some(Lag::Messages(0)) => break,
+            other => assert!(std::time::Instant::now() < deadline, "lag not back to 0: {other:?}"),
+        }
+        // Keep the channel drained so that the source reports its positions.
+        while rx.try_recv().is_ok() {}
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(true);
+    tokio::time::timeout(Duration::from_secs(20), handle).await.expect("source stops").unwrap().unwrap();
+}

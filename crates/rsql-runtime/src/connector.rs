@@ -156,6 +156,12 @@ pub trait Source: Send {
     fn restore(&mut self, _position: &[u8]) -> Result<()> {
         Err(RsqlError::execution("this source cannot resume from a checkpoint"))
     }
+
+    /// The status the source keeps up to date while it runs (phase, progress, lag), shown by
+    /// SHOW JOBS and the metrics; None for sources that report nothing beyond their rows.
+    fn status(&self) -> Option<Arc<crate::source_status::SourceStatus>> {
+        None
+    }
 }
 
 /// A running sink. Batches arrive with the sink table's physical columns, in order.

@@ -114,6 +114,15 @@ pub struct NodeMetrics {
     pub rows_out: AtomicU64,
     /// Approximate bytes of operator state, as of the last checkpoint or end.
     pub state_bytes: AtomicU64,
+    /// A source node's own status (phase, progress, lag), when its connector reports one.
+    pub source: Mutex<Option<Arc<crate::source_status::SourceStatus>>>,
+}
+
+impl NodeMetrics {
+    /// The source's status now, when the node is a source that reports one.
+    pub fn source_status(&self) -> Option<crate::source_status::StatusView> {
+        self.source.lock().ok().and_then(|s| s.as_ref().map(|s| s.view()))
+    }
 }
 
 /// The last completed checkpoint.
@@ -684,6 +693,9 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                         RsqlError::execution(format!("source '{}' cannot resume from the checkpoint: {e}", table.path.name))
                     })?;
                     last_pos = pos.to_vec();
+                }
+                if let Ok(mut s) = metrics.nodes[id].1.source.lock() {
+                    *s = source.status();
                 }
                 let (tx, mut rx) = mpsc::channel::<Message>(opts.channel_capacity);
                 let ctx = SourceContext {

@@ -7,10 +7,12 @@ pub mod connector;
 pub mod executor;
 pub mod graph;
 pub mod operators;
+pub mod source_status;
 
 pub use connector::{
     ChangelogMode, ConnectorFactory, ConnectorRegistry, LookupFunction, Message, ProducedColumn, Sink, Source, SourceContext,
     SourceInfo,
 };
 pub use executor::{start_job, CheckpointHandle, CheckpointOptions, CheckpointStats, Completed, JobOptions, RunningJob};
+pub use source_status::{Lag, Phase, PhaseView, SourceStatus, StatusView};
 pub use graph::{AggCall, AggFunc, DedupOrder, JobGraph, JoinKind, Node, NodeId, NodeKind, RankOrder, SortColumn};

@@ -281,7 +281,7 @@ pub async fn find_tables(conn: &mut Conn, database_re: &str, table_re: &str) -> 
 pub async fn read_columns(conn: &mut Conn, database: &str, table: &str, ctx: &str) -> Result<Vec<MySqlColumn>> {
     let sql = format!(
         "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), IS_NULLABLE, NUMERIC_SCALE, DATETIME_PRECISION, \
-         CHARACTER_MAXIMUM_LENGTH, CHARACTER_SET_NAME, NUMERIC_PRECISION, COLLATION_NAME \
+         CHARACTER_MAXIMUM_LENGTH, CHARACTER_SET_NAME, NUMERIC_PRECISION, COLLATION_NAME, COLUMN_TYPE \
          FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
         quote_str(database),
         quote_str(table)
@@ -292,8 +292,10 @@ pub async fn read_columns(conn: &mut Conn, database: &str, table: &str, ctx: &st
         let name = row_str(r, 0).unwrap_or_default();
         let data_type = row_str(r, 1).unwrap_or_default();
         let column_type = row_str(r, 2).unwrap_or_default();
+        // Labels keep their declared case (the stored values and the values sent by the binlog
+        // use it), so they come from COLUMN_TYPE as written, not from the lower-cased copy.
         let labels = if data_type == "enum" || data_type == "set" {
-            parse_labels(&row_str(r, 2).unwrap_or_default())
+            parse_labels(&row_str(r, 10).unwrap_or_default())
         } else {
             Vec::new()
         };

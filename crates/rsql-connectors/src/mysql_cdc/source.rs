@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, GnoInterval, OptsBuilder, Row, Sid};
 use rsql_common::builder::{Datum, RowsBuilder};
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
-use rsql_runtime::{ProducedColumn, Source, SourceContext};
+use rsql_runtime::{Phase, ProducedColumn, Source, SourceContext, SourceStatus};
 use tracing::{debug, info, warn};
 
 use super::chunks::{self, SortKey};
@@ -41,6 +41,7 @@ pub struct MySqlCdcSource {
     columns: Vec<ProducedColumn>,
     position: PositionHandle,
     resume: Option<Resume>,
+    status: Arc<SourceStatus>,
 }
 
 /// Where a restarted source picks up: the binlog position after the last transaction handed
@@ -153,7 +154,13 @@ impl Resume {
 
 impl MySqlCdcSource {
     pub fn new(cfg: CdcConfig, columns: Vec<ProducedColumn>) -> Self {
-        MySqlCdcSource { cfg: Arc::new(cfg), columns, position: Arc::new(Mutex::new(None)), resume: None }
+        MySqlCdcSource {
+            cfg: Arc::new(cfg),
+            columns,
+            position: Arc::new(Mutex::new(None)),
+            resume: None,
+            status: Arc::new(SourceStatus::default()),
+        }
     }
 
     /// A handle that keeps showing the current position while the source runs.
@@ -165,8 +172,22 @@ impl MySqlCdcSource {
 #[async_trait]
 impl Source for MySqlCdcSource {
     async fn run(&mut self, mut ctx: SourceContext) -> Result<()> {
-        let mut job = Job::start(self.cfg.clone(), &self.columns, self.position.clone(), self.resume.take(), &ctx).await?;
+        let mut job = Job::start(
+            self.cfg.clone(),
+            &self.columns,
+            self.position.clone(),
+            self.resume.take(),
+            self.status.clone(),
+            &ctx,
+        )
+        .await?;
         job.run(&mut ctx).await
+    }
+
+    /// Snapshot progress (rows read of information_schema's estimate, rows/s), then the binlog
+    /// phase with the lag behind the server in seconds.
+    fn status(&self) -> Option<Arc<SourceStatus>> {
+        Some(self.status.clone())
     }
 
     fn checkpointable(&self) -> bool {
@@ -545,7 +566,16 @@ struct BinlogReader {
     is_mariadb: bool,
     produced: Vec<ProducedColumn>,
     last_event: Instant,
+    status: Arc<SourceStatus>,
+    /// Whether the lag behind the server is reported (in the binlog phase; during the snapshot
+    /// the binlog is read only between chunks).
+    report_lag: bool,
 }
+
+/// Event types whose header time is not the time of a change: the file header events the
+/// server sends again on every connection (ROTATE, FORMAT_DESCRIPTION, PREVIOUS_GTIDS,
+/// MariaDB's GTID_LIST and START_ENCRYPTION), BINLOG_CHECKPOINT and heartbeats.
+const TIMELESS_EVENTS: &[u8] = &[4, 15, 27, 35, 41, 161, 163, 164];
 
 impl BinlogReader {
     /// How long a silent connection is trusted: three heartbeat periods (heartbeats disabled
@@ -647,7 +677,16 @@ impl BinlogReader {
             let idle_at = self.last_event + self.idle_limit();
             let wake = deadline.map_or(idle_at, |d| d.min(idle_at));
             let Some(stream) = self.stream.as_mut() else { continue };
-            let got = tokio::time::timeout_at(wake.into(), stream.next()).await;
+            let got = match stream.next().now_or_never() {
+                Some(ready) => Ok(ready),
+                None => {
+                    // Nothing more has arrived: the reader is at the server's end.
+                    if self.report_lag {
+                        self.status.caught_up();
+                    }
+                    tokio::time::timeout_at(wake.into(), stream.next()).await
+                }
+            };
             match got {
                 Err(_) => {
                     if Instant::now() >= idle_at {
@@ -681,6 +720,14 @@ impl BinlogReader {
             Some(stream) => self.dec.apply(&ev, stream)?,
             None => return Ok(Step::Progress),
         };
+        if self.report_lag {
+            let h = ev.header();
+            if matches!(step, Step::Heartbeat) {
+                self.status.caught_up();
+            } else if h.timestamp() > 0 && !TIMELESS_EVENTS.contains(&h.event_type_raw()) {
+                self.status.event_read(i64::from(h.timestamp()) * 1000);
+            }
+        }
         match step {
             Step::Statement { database, sql } => {
                 self.on_ddl(&database, &sql).await?;
@@ -809,6 +856,7 @@ impl Job {
         produced: &[ProducedColumn],
         position: PositionHandle,
         resume: Option<Resume>,
+        status: Arc<SourceStatus>,
         ctx: &SourceContext,
     ) -> Result<Job> {
         let mut conn = connect(&cfg).await?;
@@ -1002,6 +1050,8 @@ impl Job {
             is_mariadb,
             produced: produced.to_vec(),
             last_event: Instant::now(),
+            status,
+            report_lag: false,
         };
         let emitter = Emitter::new(produced, tz_offset_us, ctx)?;
         let snapshot_pending = progress.is_some();
@@ -1053,9 +1103,12 @@ impl Job {
                 if let Some(s) = self.reader.stream.take() {
                     let _ = s.close().await;
                 }
+                self.reader.status.set_phase(Phase::Finished);
                 return Ok(());
             }
         }
+        self.reader.status.set_phase(Phase::Streaming("binlog"));
+        self.reader.report_lag = true;
         self.publish_position();
         loop {
             let deadline = self.emitter.deadline().or_else(|| self.idle_report_deadline());
@@ -1113,6 +1166,7 @@ impl Job {
     async fn snapshot(&mut self, ctx: &mut SourceContext) -> Result<bool> {
         let tables = self.tables.clone();
         let total_est: u64 = tables.iter().map(|t| t.schema.estimated_rows).sum();
+        self.reader.status.snapshot_started(total_est);
         let started = Instant::now();
         let mut total_rows = 0u64;
         let mut last_log = Instant::now();
@@ -1194,6 +1248,7 @@ impl Job {
                 self.flush(ctx).await?;
                 total_rows += n as u64;
                 table_rows += n as u64;
+                self.reader.status.snapshot_rows(total_rows);
                 if last_log.elapsed() >= Duration::from_secs(5) {
                     last_log = Instant::now();
                     log_progress(t, table_rows, table_started, total_rows, total_est, started);
