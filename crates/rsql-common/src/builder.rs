@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use datafusion_common::arrow::array::*;
+use datafusion_common::arrow::buffer::NullBuffer;
 use datafusion_common::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion_common::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
@@ -30,6 +31,32 @@ pub enum Datum {
     Time(i64),
     /// Microseconds since 1970-01-01 00:00:00 (local wall clock for TIMESTAMP, UTC for LTZ).
     Timestamp(i64),
+    /// An ARRAY, MAP or ROW value.
+    Nested(Box<Nested>),
+}
+
+/// The value of an ARRAY, MAP or ROW column; its parts are values of the element, key, value
+/// and field types.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Nested {
+    /// ARRAY elements in order.
+    List(Vec<Datum>),
+    /// MAP entries in order.
+    Map(Vec<(Datum, Datum)>),
+    /// ROW fields in declared order.
+    Row(Vec<Datum>),
+}
+
+impl Datum {
+    pub fn list(items: Vec<Datum>) -> Datum {
+        Datum::Nested(Box::new(Nested::List(items)))
+    }
+    pub fn map(entries: Vec<(Datum, Datum)>) -> Datum {
+        Datum::Nested(Box::new(Nested::Map(entries)))
+    }
+    pub fn row(fields: Vec<Datum>) -> Datum {
+        Datum::Nested(Box::new(Nested::Row(fields)))
+    }
 }
 
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i32> {
@@ -174,7 +201,7 @@ impl ColumnBuilder {
         let inner: Box<dyn ArrayBuilder> = match &ty.ty {
             FlinkType::Decimal(p, s) => Box::new(Decimal128Builder::with_capacity(capacity).with_data_type(DataType::Decimal128(*p, *s))),
             FlinkType::TimestampLtz(_) => Box::new(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC")),
-            FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_) => Box::new(NestedNulls { dt: dt.clone(), len: 0 }),
+            FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_) => Box::new(NestedBuilder::new(name, ty, dt, capacity)?),
             _ => make_builder(&dt, capacity),
         };
         Ok(ColumnBuilder { name: name.to_string(), ty: ty.clone(), inner })
@@ -288,6 +315,7 @@ impl ColumnBuilder {
                     Datum::Time(t) => format_time(t, 6),
                     Datum::Timestamp(t) => format_timestamp(t, 6),
                     Datum::Null => unreachable!("handled above"),
+                    nested @ Datum::Nested(_) => return Err(self.err(&nested)),
                 };
                 b!(StringBuilder).append_value(s)
             }
@@ -330,12 +358,23 @@ impl ColumnBuilder {
             }
             FlinkType::Null => b!(NullBuilder).append_null(),
             FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_) => {
-                return Err(RsqlError::unsupported(format!(
-                    "column '{}': values of type {} cannot be decoded from this format yet",
-                    self.name, self.ty
-                )))
+                let value = match d {
+                    Datum::Nested(n) => n,
+                    other => return Err(self.err(&other)),
+                };
+                b!(NestedBuilder).append(*value)?
             }
         }
+        Ok(())
+    }
+
+    /// Drops every value after the first `len` (rolling back a partly appended value; rare).
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        if self.inner.len() <= len {
+            return Ok(());
+        }
+        let arr = self.inner.finish();
+        self.inner = rebuild(arr.slice(0, len), &self.ty)?;
         Ok(())
     }
 
@@ -396,34 +435,185 @@ fn append_null_any(b: &mut dyn ArrayBuilder, ty: &FlinkType) {
         FlinkType::Time(_) => n!(Time64MicrosecondBuilder),
         FlinkType::Timestamp(_) | FlinkType::TimestampLtz(_) => n!(TimestampMicrosecondBuilder),
         FlinkType::Null => n!(NullBuilder),
-        FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_) => n!(NestedNulls),
+        FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_) => n!(NestedBuilder),
     }
 }
 
-/// Nested columns (ARRAY, MAP, ROW) whose values no row decoder fills yet: only NULLs.
-#[derive(Debug)]
-struct NestedNulls {
+/// The parts of a nested column under construction.
+enum Parts {
+    List(Box<ColumnBuilder>),
+    Map(Box<ColumnBuilder>, Box<ColumnBuilder>),
+    Row(Vec<ColumnBuilder>),
+}
+
+/// An ARRAY, MAP or ROW column: validity and offsets here, the parts in child builders (named by
+/// their path, `col[]`, `col.key`, `col.value`, `col.field`, so errors say which part failed).
+struct NestedBuilder {
+    name: String,
+    ty: LogicalType,
     dt: DataType,
+    parts: Parts,
+    nulls: NullBufferBuilder,
+    /// End offsets of ARRAY and MAP values, starting with 0.
+    offsets: Vec<i32>,
     len: usize,
 }
 
-impl NestedNulls {
+impl NestedBuilder {
+    fn new(name: &str, ty: &LogicalType, dt: DataType, capacity: usize) -> Result<Self> {
+        let parts = match &ty.ty {
+            FlinkType::Array(e) => Parts::List(Box::new(ColumnBuilder::new(&format!("{name}[]"), e, capacity)?)),
+            FlinkType::Map(k, v) => Parts::Map(
+                // Arrow map keys are never NULL.
+                Box::new(ColumnBuilder::new(&format!("{name}.key"), &k.clone().with_nullable(false), capacity)?),
+                Box::new(ColumnBuilder::new(&format!("{name}.value"), v, capacity)?),
+            ),
+            FlinkType::Row(fields) => Parts::Row(
+                fields
+                    .iter()
+                    .map(|(f, t)| ColumnBuilder::new(&format!("{name}.{f}"), t, capacity))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            other => return Err(RsqlError::execution(format!("column '{name}': {other} is not a nested type"))),
+        };
+        Ok(NestedBuilder {
+            name: name.to_string(),
+            ty: ty.clone(),
+            dt,
+            parts,
+            nulls: NullBufferBuilder::new(capacity),
+            offsets: vec![0],
+            len: 0,
+        })
+    }
+
+    fn children(&mut self) -> Vec<&mut ColumnBuilder> {
+        match &mut self.parts {
+            Parts::List(c) => vec![c.as_mut()],
+            Parts::Map(k, v) => vec![k.as_mut(), v.as_mut()],
+            Parts::Row(fields) => fields.iter_mut().collect(),
+        }
+    }
+
+    fn end_offset(&self, n: usize) -> Result<i32> {
+        i32::try_from(n).map_err(|_| {
+            RsqlError::data(format!("column '{}'", self.name), "more than 2^31 nested values in one batch; use smaller batches")
+        })
+    }
+
+    /// A NULL value; a ROW's fields get placeholder NULLs (hidden by the ROW's own NULL).
     fn append_null(&mut self) {
+        match &mut self.parts {
+            Parts::List(_) | Parts::Map(..) => {
+                let last = self.offsets.last().copied().unwrap_or(0);
+                self.offsets.push(last);
+            }
+            Parts::Row(fields) => {
+                for f in fields {
+                    append_null_any(f.inner.as_mut(), &f.ty.ty);
+                }
+            }
+        }
+        self.nulls.append_null();
         self.len += 1;
+    }
+
+    /// Appends a value whole or not at all.
+    fn append(&mut self, value: Nested) -> Result<()> {
+        let before: Vec<usize> = self.children().iter().map(|c| c.len()).collect();
+        let r = self.append_parts(value);
+        if r.is_err() {
+            for (c, n) in self.children().into_iter().zip(before) {
+                c.truncate(n)?;
+            }
+        }
+        r
+    }
+
+    fn append_parts(&mut self, value: Nested) -> Result<()> {
+        let mismatch = |v: &Nested| {
+            RsqlError::data(format!("column '{}'", self.name), format!("cannot store {v:?} in a column of type {}", self.ty))
+        };
+        let end = match (&mut self.parts, value) {
+            (Parts::List(child), Nested::List(items)) => {
+                for item in items {
+                    child.append(item)?;
+                }
+                Some(child.len())
+            }
+            (Parts::Map(keys, values), Nested::Map(entries)) => {
+                for (k, v) in entries {
+                    keys.append(k)?;
+                    values.append(v)?;
+                }
+                Some(keys.len())
+            }
+            (Parts::Row(fields), Nested::Row(vals)) if vals.len() == fields.len() => {
+                for (f, v) in fields.iter_mut().zip(vals) {
+                    f.append(v)?;
+                }
+                None
+            }
+            (_, other) => return Err(mismatch(&other)),
+        };
+        if let Some(n) = end {
+            let n = self.end_offset(n)?;
+            self.offsets.push(n);
+        }
+        self.nulls.append_non_null();
+        self.len += 1;
+        Ok(())
+    }
+
+    fn assemble(&self, children: Vec<ArrayRef>, offsets: Vec<i32>, nulls: Option<NullBuffer>, len: usize) -> Result<ArrayRef> {
+        use datafusion_common::arrow::buffer::OffsetBuffer;
+        let bad = || RsqlError::execution(format!("column '{}': nested builder out of shape", self.name));
+        let mut children = children.into_iter();
+        Ok(match &self.dt {
+            DataType::List(field) => {
+                let values = children.next().ok_or_else(bad)?;
+                Arc::new(ListArray::try_new(field.clone(), OffsetBuffer::new(offsets.into()), values, nulls)?)
+            }
+            DataType::Map(entries, sorted) => {
+                let DataType::Struct(kv) = entries.data_type() else { return Err(bad()) };
+                let (k, v) = (children.next().ok_or_else(bad)?, children.next().ok_or_else(bad)?);
+                let entries_array = StructArray::try_new(kv.clone(), vec![k, v], None)?;
+                Arc::new(MapArray::try_new(entries.clone(), OffsetBuffer::new(offsets.into()), entries_array, nulls, *sorted)?)
+            }
+            DataType::Struct(fields) if fields.is_empty() => Arc::new(StructArray::new_empty_fields(len, nulls)),
+            DataType::Struct(fields) => Arc::new(StructArray::try_new(fields.clone(), children.collect(), nulls)?),
+            _ => return Err(bad()),
+        })
     }
 }
 
-impl ArrayBuilder for NestedNulls {
+impl std::fmt::Debug for NestedBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NestedBuilder({}: {}, {} values)", self.name, self.ty, self.len)
+    }
+}
+
+impl ArrayBuilder for NestedBuilder {
     fn len(&self) -> usize {
         self.len
     }
     fn finish(&mut self) -> ArrayRef {
-        let a = new_null_array(&self.dt, self.len);
-        self.len = 0;
-        a
+        let len = std::mem::take(&mut self.len);
+        let nulls = self.nulls.finish();
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let children: Vec<ArrayRef> = self.children().into_iter().map(|c| c.finish()).collect();
+        // The parts are appended together, so assembling cannot fail; if it ever did, NULLs
+        // keep the batch well-formed.
+        self.assemble(children, offsets, nulls, len).unwrap_or_else(|_| new_null_array(&self.dt, len))
     }
     fn finish_cloned(&self) -> ArrayRef {
-        new_null_array(&self.dt, self.len)
+        let children: Vec<ArrayRef> = match &self.parts {
+            Parts::List(c) => vec![c.inner.finish_cloned()],
+            Parts::Map(k, v) => vec![k.inner.finish_cloned(), v.inner.finish_cloned()],
+            Parts::Row(fields) => fields.iter().map(|c| c.inner.finish_cloned()).collect(),
+        };
+        self.assemble(children, self.offsets.clone(), self.nulls.finish_cloned(), self.len)
+            .unwrap_or_else(|_| new_null_array(&self.dt, self.len))
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -568,6 +758,19 @@ pub fn datum_at(arr: &dyn Array, i: usize) -> Result<Datum> {
         DataType::Timestamp(TimeUnit::Millisecond, _) => Datum::Timestamp(get!(TimestampMillisecondArray) * 1000),
         DataType::Timestamp(TimeUnit::Nanosecond, _) => Datum::Timestamp(get!(TimestampNanosecondArray) / 1000),
         DataType::Timestamp(TimeUnit::Second, _) => Datum::Timestamp(get!(TimestampSecondArray) * 1_000_000),
+        DataType::List(_) => {
+            let items = arr.as_any().downcast_ref::<ListArray>().ok_or_else(|| RsqlError::execution("array type mismatch"))?.value(i);
+            Datum::list((0..items.len()).map(|j| datum_at(items.as_ref(), j)).collect::<Result<_>>()?)
+        }
+        DataType::Map(..) => {
+            let entries = arr.as_any().downcast_ref::<MapArray>().ok_or_else(|| RsqlError::execution("array type mismatch"))?.value(i);
+            let (k, v) = (entries.column(0), entries.column(1));
+            Datum::map((0..entries.len()).map(|j| Ok((datum_at(k.as_ref(), j)?, datum_at(v.as_ref(), j)?))).collect::<Result<_>>()?)
+        }
+        DataType::Struct(_) => {
+            let s = arr.as_any().downcast_ref::<StructArray>().ok_or_else(|| RsqlError::execution("array type mismatch"))?;
+            Datum::row(s.columns().iter().map(|c| datum_at(c.as_ref(), i)).collect::<Result<_>>()?)
+        }
         other => return Err(RsqlError::unsupported(format!("reading values of Arrow type {other}"))),
     })
 }
@@ -608,5 +811,51 @@ mod tests {
         let batch = b.finish().unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(datum_at(batch.column(0).as_ref(), 1).unwrap(), Datum::Int(7));
+    }
+
+    #[test]
+    fn nested_columns_round_trip_and_roll_back() {
+        let int = LogicalType::nullable(FlinkType::Int);
+        let s = LogicalType::nullable(FlinkType::Varchar(10));
+        let row_ty = LogicalType::nullable(FlinkType::Row(vec![
+            ("a".into(), LogicalType::not_null(FlinkType::Int)),
+            ("tags".into(), LogicalType::nullable(FlinkType::Array(Box::new(s.clone())))),
+        ]));
+        let cols = vec![
+            ("id".to_string(), LogicalType::not_null(FlinkType::Int)),
+            ("xs".to_string(), LogicalType::nullable(FlinkType::Array(Box::new(LogicalType::not_null(FlinkType::Int))))),
+            ("m".to_string(), LogicalType::nullable(FlinkType::Map(Box::new(s.clone()), Box::new(int.clone())))),
+            ("r".to_string(), row_ty),
+        ];
+        let mut b = RowsBuilder::new(&cols, 2).unwrap();
+        let r1 = vec![
+            Datum::Int(1),
+            Datum::list(vec![Datum::Int(1), Datum::Str("2".into())]),
+            Datum::map(vec![(Datum::Str("k".into()), Datum::Null)]),
+            Datum::row(vec![Datum::Int(5), Datum::list(vec![Datum::Str("t".into()), Datum::Null])]),
+        ];
+        b.append_row(r1).unwrap();
+        b.append_row(vec![Datum::Int(2), Datum::Null, Datum::Null, Datum::Null]).unwrap();
+        // A NULL element of ARRAY<INT NOT NULL> fails after the first element went in: rolled back.
+        let e = b.append_row(vec![Datum::Int(3), Datum::list(vec![Datum::Int(9), Datum::Null]), Datum::Null, Datum::Null]);
+        assert!(e.unwrap_err().to_string().contains("xs[]"));
+        // A NOT NULL row field that is NULL names the field.
+        let e = b.append_row(vec![Datum::Int(3), Datum::Null, Datum::Null, Datum::row(vec![Datum::Null, Datum::Null])]);
+        assert!(e.unwrap_err().to_string().contains("r.a"));
+        // A value of the wrong shape.
+        assert!(b.append_row(vec![Datum::Int(3), Datum::row(vec![]), Datum::Null, Datum::Null]).is_err());
+        b.append_row(vec![Datum::Int(4), Datum::list(vec![]), Datum::map(vec![]), Datum::row(vec![Datum::Int(0), Datum::Null])]).unwrap();
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        let at = |c: usize, r: usize| datum_at(batch.column(c).as_ref(), r).unwrap();
+        assert_eq!(at(1, 0), Datum::list(vec![Datum::Int(1), Datum::Int(2)]));
+        assert_eq!(at(2, 0), Datum::map(vec![(Datum::Str("k".into()), Datum::Null)]));
+        assert_eq!(at(3, 0), Datum::row(vec![Datum::Int(5), Datum::list(vec![Datum::Str("t".into()), Datum::Null])]));
+        assert_eq!((at(1, 1), at(2, 1), at(3, 1)), (Datum::Null, Datum::Null, Datum::Null));
+        assert_eq!(at(1, 2), Datum::list(vec![]));
+        assert_eq!(at(3, 2), Datum::row(vec![Datum::Int(0), Datum::Null]));
+        for (i, (n, t)) in cols.iter().enumerate() {
+            assert_eq!(batch.schema().field(i), &t.to_field(n));
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Property tests: every decoder, fed random bytes or mutations of valid messages, returns rows or
-//! an error and never panics; and JSON / CSV encodings of random rows decode to the same rows.
+//! an error and never panics; and JSON / CSV encodings of random rows decode to the same rows,
+//! nested ARRAY / MAP / ROW values included.
 
 use std::collections::BTreeMap;
 
@@ -98,6 +99,92 @@ fn feed(bytes: &[u8]) {
     }
 }
 
+/// ARRAY, MAP and ROW columns nested in each other.
+fn nested_columns() -> Vec<(String, LogicalType)> {
+    let s = || LogicalType::nullable(FlinkType::Varchar(MAX_LENGTH));
+    let inner = FlinkType::Row(vec![("x".into(), LogicalType::nullable(FlinkType::BigInt)), ("s".into(), s())]);
+    vec![
+        ("id".into(), LogicalType::not_null(FlinkType::Int)),
+        ("xs".into(), LogicalType::nullable(FlinkType::Array(Box::new(LogicalType::nullable(FlinkType::Int))))),
+        (
+            "m".into(),
+            LogicalType::nullable(FlinkType::Map(Box::new(s()), Box::new(LogicalType::nullable(FlinkType::Array(Box::new(s())))))),
+        ),
+        (
+            "r".into(),
+            LogicalType::nullable(FlinkType::Row(vec![
+                ("a".into(), LogicalType::not_null(FlinkType::Int)),
+                ("b".into(), LogicalType::nullable(FlinkType::Array(Box::new(LogicalType::nullable(inner))))),
+            ])),
+        ),
+    ]
+}
+
+const NESTED_SEEDS: &[&str] = &[
+    r#"{"id":1,"xs":[1,null,3],"m":{"k":["a",null],"e":[]},"r":{"a":1,"b":[{"x":5,"s":"t"},null]}}"#,
+    r#"{"before":null,"after":{"id":2,"xs":[],"m":{},"r":{"a":2,"b":null}},"op":"c"}"#,
+    r#"{"data":[{"id":3,"xs":null,"m":null,"r":null}],"type":"INSERT"}"#,
+    r#"{"data":{"id":4,"m":{"a":["b"]},"r":{"a":9,"b":[{"x":1}]}},"type":"insert"}"#,
+];
+
+/// Like [`feed`] for decoders of the nested columns.
+fn feed_nested(bytes: &[u8]) {
+    let cols = nested_columns();
+    for f in ["json", "debezium-json", "canal-json", "maxwell-json"] {
+        let mut dec = formats::create_decoder(f, &cols, &table(&[]), "").unwrap();
+        let mut out = DecodedRows::new(&cols, 4).unwrap();
+        let _ = dec.decode(bytes, &mut out);
+        let b = out.finish().unwrap();
+        for c in b.data.columns() {
+            assert_eq!(c.len(), b.num_rows(), "{f}: ragged batch");
+        }
+    }
+}
+
+fn nested_strategy() -> impl Strategy<Value = Vec<Datum>> {
+    let text = || proptest::option::of("[ -~é\\t\"]{0,8}").prop_map(|o| o.map(Datum::Str).unwrap_or(Datum::Null));
+    let xs = proptest::option::of(proptest::collection::vec(proptest::option::of(any::<i32>()), 0..4)).prop_map(|o| match o {
+        None => Datum::Null,
+        Some(v) => Datum::list(v.into_iter().map(|x| x.map(|x| Datum::Int(x as i64)).unwrap_or(Datum::Null)).collect()),
+    });
+    let m = proptest::option::of(proptest::collection::btree_map(
+        "[a-z\"é]{0,4}",
+        proptest::option::of(proptest::collection::vec(text(), 0..3)),
+        0..3,
+    ))
+    .prop_map(|o| match o {
+        None => Datum::Null,
+        Some(m) => Datum::map(m.into_iter().map(|(k, v)| (Datum::Str(k), v.map(Datum::list).unwrap_or(Datum::Null))).collect()),
+    });
+    let inner = proptest::option::of((proptest::option::of(any::<i64>()), text()))
+        .prop_map(|o| o.map(|(x, s)| Datum::row(vec![x.map(Datum::Int).unwrap_or(Datum::Null), s])).unwrap_or(Datum::Null));
+    let r = proptest::option::of((any::<i32>(), proptest::option::of(proptest::collection::vec(inner, 0..3)))).prop_map(|o| match o {
+        None => Datum::Null,
+        Some((a, b)) => Datum::row(vec![Datum::Int(a as i64), b.map(Datum::list).unwrap_or(Datum::Null)]),
+    });
+    (any::<i32>(), xs, m, r).prop_map(|(id, xs, m, r)| vec![Datum::Int(id as i64), xs, m, r])
+}
+
+/// Builds a batch of `rows`, writes every row with `format` and reads the messages back.
+fn write_and_read(format: &str, cols: &[(String, LogicalType)], opts: &TableDef, rows: &[Vec<Datum>]) -> Vec<Vec<Datum>> {
+    let mut b = RowsBuilder::new(cols, rows.len()).unwrap();
+    for r in rows {
+        b.append_row(r.clone()).unwrap();
+    }
+    let batch = b.finish().unwrap();
+    let idx: Vec<usize> = (0..cols.len()).collect();
+    let mut enc = formats::create_encoder(format, cols, &idx, opts, "").unwrap();
+    let mut dec = formats::create_decoder(format, cols, opts, "").unwrap();
+    let mut out = DecodedRows::new(cols, rows.len()).unwrap();
+    for r in 0..batch.num_rows() {
+        let mut buf = Vec::new();
+        enc.encode(&batch, r, RowKind::Insert, &mut buf).unwrap();
+        dec.decode(&buf, &mut out).unwrap();
+    }
+    let got = out.finish().unwrap();
+    (0..got.num_rows()).map(|r| got.data.columns().iter().map(|c| datum_at(c.as_ref(), r).unwrap()).collect()).collect()
+}
+
 fn mutate(seed: &[u8], ops: &[(u8, usize, u8)]) -> Vec<u8> {
     let mut v = seed.to_vec();
     for &(op, pos, byte) in ops {
@@ -138,6 +225,60 @@ proptest! {
     }
 
     #[test]
+    fn mutated_nested_messages_never_panic(
+        seed in 0..NESTED_SEEDS.len(),
+        ops in proptest::collection::vec((any::<u8>(), any::<usize>(), prop_oneof![
+            Just(b'"'), Just(b'{'), Just(b'}'), Just(b'['), Just(b']'), Just(b','), Just(b':'), Just(b'n'), any::<u8>()
+        ]), 1..6),
+    ) {
+        feed_nested(&mutate(NESTED_SEEDS[seed].as_bytes(), &ops));
+    }
+
+    #[test]
+    fn nested_values_read_back_from_every_json_format(rows in proptest::collection::vec(nested_strategy(), 1..10)) {
+        let cols = nested_columns();
+        for format in ["json", "debezium-json", "canal-json", "maxwell-json"] {
+            prop_assert_eq!(&write_and_read(format, &cols, &table(&[]), &rows), &rows, "format {}", format);
+        }
+    }
+
+    #[test]
+    fn csv_arrays_and_rows_read_back(
+        rows in proptest::collection::vec((
+            // The first element is not NULL: an array of one NULL would be written as the NULL literal.
+            proptest::option::of((any::<i32>(), proptest::collection::vec(proptest::option::of(any::<i32>()), 0..3))),
+            proptest::option::of((any::<i16>(), proptest::option::of("[a-z ]{1,6}"))),
+        ), 1..10),
+    ) {
+        let rows: Vec<_> = rows
+            .into_iter()
+            .map(|(xs, r)| (xs.map(|(first, rest)| std::iter::once(Some(first)).chain(rest).collect::<Vec<_>>()), r))
+            .collect();
+        let cols: Vec<(String, LogicalType)> = vec![
+            ("xs".into(), LogicalType::nullable(FlinkType::Array(Box::new(LogicalType::nullable(FlinkType::Int))))),
+            ("r".into(), LogicalType::nullable(FlinkType::Row(vec![
+                ("a".into(), LogicalType::not_null(FlinkType::SmallInt)),
+                ("s".into(), LogicalType::nullable(FlinkType::Varchar(MAX_LENGTH))),
+            ]))),
+        ];
+        let opts = table(&[("csv.null-literal", "¤")]);
+        let expected: Vec<Vec<Datum>> = rows
+            .iter()
+            .map(|(xs, r)| {
+                vec![
+                    xs.as_ref()
+                        .map(|v| Datum::list(v.iter().map(|x| x.map(|x| Datum::Int(x as i64)).unwrap_or(Datum::Null)).collect()))
+                        .unwrap_or(Datum::Null),
+                    r.as_ref()
+                        .map(|(a, s)| Datum::row(vec![Datum::Int(*a as i64), s.clone().map(Datum::Str).unwrap_or(Datum::Null)]))
+                        .unwrap_or(Datum::Null),
+                ]
+            })
+            .collect();
+        prop_assert_eq!(write_and_read("csv", &cols, &opts, &expected), expected);
+    }
+
+    #[test]
     fn json_and_csv_encodings_read_back(
         rows in proptest::collection::vec((
             any::<i32>(),
@@ -156,7 +297,6 @@ proptest! {
             ("s".into(), LogicalType::nullable(FlinkType::Varchar(MAX_LENGTH))),
             ("ts".into(), LogicalType::nullable(FlinkType::Timestamp(6))),
         ];
-        let mut b = RowsBuilder::new(&cols, rows.len()).unwrap();
         let mut expected = Vec::new();
         for (id, bo, big, d, s, ts) in &rows {
             let row = vec![
@@ -167,25 +307,10 @@ proptest! {
                 s.clone().map(Datum::Str).unwrap_or(Datum::Null),
                 ts.map(Datum::Timestamp).unwrap_or(Datum::Null),
             ];
-            b.append_row(row.clone()).unwrap();
             expected.push(row);
         }
-        let batch = b.finish().unwrap();
-        let idx: Vec<usize> = (0..cols.len()).collect();
         for (format, opts) in [("json", table(&[])), ("csv", table(&[("csv.null-literal", "¤")]))] {
-            let mut enc = formats::create_encoder(format, &cols, &idx, &opts, "").unwrap();
-            let mut dec = formats::create_decoder(format, &cols, &opts, "").unwrap();
-            let mut out = DecodedRows::new(&cols, rows.len()).unwrap();
-            for r in 0..batch.num_rows() {
-                let mut buf = Vec::new();
-                enc.encode(&batch, r, RowKind::Insert, &mut buf).unwrap();
-                dec.decode(&buf, &mut out).unwrap();
-            }
-            let got = out.finish().unwrap();
-            for (r, exp) in expected.iter().enumerate() {
-                let vals: Vec<Datum> = got.data.columns().iter().map(|c| datum_at(c.as_ref(), r).unwrap()).collect();
-                prop_assert_eq!(&vals, exp, "format {}", format);
-            }
+            prop_assert_eq!(&write_and_read(format, &cols, &opts, &expected), &expected, "format {}", format);
         }
     }
 }

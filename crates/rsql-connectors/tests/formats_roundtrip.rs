@@ -363,3 +363,60 @@ fn format_options_are_prefixed_and_checked() {
     assert!(e.contains("value.json.timestamp-format.standard"), "{e}");
     assert!(formats::is_changelog_format("debezium-json") && !formats::is_changelog_format("json"));
 }
+
+#[test]
+fn nested_types_read_and_write_as_flink_does() {
+    let s_ty = LogicalType::nullable(FlinkType::Varchar(MAX_LENGTH));
+    let columns = cols(&[
+        ("tags", FlinkType::Array(Box::new(s_ty.clone()))),
+        ("attrs", FlinkType::Map(Box::new(s_ty.clone()), Box::new(LogicalType::nullable(FlinkType::Int)))),
+        (
+            "addr",
+            FlinkType::Row(vec![
+                ("city".into(), s_ty.clone()),
+                ("zips".into(), LogicalType::nullable(FlinkType::Array(Box::new(LogicalType::nullable(FlinkType::Int))))),
+            ]),
+        ),
+    ]);
+    let row = vec![
+        Datum::list(vec![s("a"), Datum::Null]),
+        Datum::map(vec![(s("k"), Datum::Int(1)), (s("n"), Datum::Null)]),
+        Datum::row(vec![s("x"), Datum::list(vec![Datum::Int(1), Datum::Int(2)])]),
+    ];
+    let t = table(&[]);
+    let b = batch(&columns, vec![row.clone(), vec![Datum::Null, Datum::Null, Datum::Null]]);
+    let json = encode("json", &columns, &t, &b, &[RowKind::Insert, RowKind::Insert]);
+    assert_eq!(json[0], r#"{"tags":["a",null],"attrs":{"k":1,"n":null},"addr":{"city":"x","zips":[1,2]}}"#);
+    assert_eq!(json[1], r#"{"tags":null,"attrs":null,"addr":null}"#);
+    let back = decode("json", &columns, &t, &[json[0].as_bytes(), json[1].as_bytes()]);
+    assert_eq!(back[0].1, row);
+    assert_eq!(back[1].1, vec![Datum::Null, Datum::Null, Datum::Null]);
+    for format in ["debezium-json", "canal-json", "maxwell-json"] {
+        let kinds = [RowKind::Insert, RowKind::Delete];
+        let b = batch(&columns, vec![row.clone(), row.clone()]);
+        let msgs = encode(format, &columns, &t, &b, &kinds);
+        let back = decode(format, &columns, &t, &[msgs[0].as_bytes(), msgs[1].as_bytes()]);
+        assert_eq!(back, vec![(RowKind::Insert, row.clone()), (RowKind::Delete, row.clone())], "{format}");
+    }
+    // A type mismatch inside a nested value names the column path.
+    let mut dec = formats::create_decoder("json", &columns, &t, "").unwrap();
+    let mut out = DecodedRows::new(&columns, 1).unwrap();
+    let e = dec.decode(br#"{"addr":{"zips":[1,"x"]}}"#, &mut out).unwrap_err().to_string();
+    assert!(e.contains("addr.zips[1]"), "{e}");
+    // csv: ARRAY and ROW of simple types joined by the element delimiter; no MAP, no deeper nesting.
+    let csv_cols = cols(&[
+        ("tags", FlinkType::Array(Box::new(s_ty.clone()))),
+        ("p", FlinkType::Row(vec![("a".into(), LogicalType::nullable(FlinkType::Int)), ("b".into(), s_ty.clone())])),
+    ]);
+    let b = batch(&csv_cols, vec![vec![Datum::list(vec![s("a"), s("b c")]), Datum::row(vec![Datum::Int(1), s("z")])]]);
+    let text = encode("csv", &csv_cols, &t, &b, &[RowKind::Insert]);
+    assert_eq!(text[0], "\"a;b c\",1;z");
+    let back = decode("csv", &csv_cols, &t, &[text[0].as_bytes()]);
+    assert_eq!(back[0].1, vec![Datum::list(vec![s("a"), s("b c")]), Datum::row(vec![Datum::Int(1), s("z")])]);
+    for bad in [&columns[1], &columns[2]] {
+        let one = vec![bad.clone()];
+        let e = formats::create_decoder("csv", &one, &t, "").err().expect("refused").to_string();
+        assert!(e.contains(&format!("column '{}'", bad.0)), "{e}");
+        assert!(formats::create_encoder("csv", &one, &[0], &t, "").is_err());
+    }
+}

@@ -11,9 +11,11 @@
 //!   engine turns these upserts into a proper changelog).
 //!
 //! Module map: [`config`] resolves a table's options (formats, key and value fields, topics,
-//! start and bound), [`source`] runs the consumer, [`sink`] the producer.
+//! start and bound), [`source`] runs the consumer, [`sink`] the producer, [`rollback`] undoes a
+//! failed run's upserts on resume, [`probe`] asks a broker which requests it supports.
 
 pub mod config;
+pub mod probe;
 pub mod rollback;
 pub mod sink;
 pub mod source;

@@ -13,7 +13,9 @@
 //! retries sends while brokers are away, up to `properties.message.timeout.ms`). With
 //! `sink.delivery-guarantee` = `exactly-once` the messages between two flushes form one Kafka
 //! transaction committed at the flush; readers with `isolation.level` = `read_committed` see them
-//! only then. A broker without transactions makes that an error at the first write.
+//! only then. When the sink is created at job start it asks the broker (ApiVersions) whether it
+//! has the transaction requests; a broker without them is an error then, naming the table, the
+//! broker and the fix, before anything is written.
 //!
 //! Resuming from a checkpoint, an upsert-kafka sink first undoes what a failed run wrote after
 //! it (see [`crate::rollback`]): replays then leave each key as an uninterrupted run would.
@@ -36,6 +38,7 @@ use rsql_connectors::formats::{self, RowEncoder};
 use rsql_runtime::connector::{ChangelogMode, Sink};
 
 use crate::config::{DeliveryGuarantee, KafkaTable, Partitioner};
+use crate::probe;
 use crate::rollback::{self, SinkOffsets};
 
 async fn blocking<T: Send + 'static>(p: Arc<KProducer>, f: impl FnOnce(&KProducer) -> T + Send + 'static) -> Result<T> {
@@ -168,6 +171,39 @@ enum Txn {
     Open,
 }
 
+/// For exactly-once, asks the broker (ApiVersions, on plaintext connections) whether it has the
+/// transaction requests, when the sink is created at job start: a broker without them is an error
+/// then, before anything is produced, and the restart strategy does not retry it. A broker that
+/// cannot be asked is logged; librdkafka checks again when the transaction is used.
+fn check_transactions(cfg: &KafkaTable, ctx: &str) -> Result<()> {
+    let plaintext = cfg.properties.get("security.protocol").map(|p| p.eq_ignore_ascii_case("plaintext")).unwrap_or(true);
+    if !plaintext {
+        return Ok(());
+    }
+    match probe::api_versions(cfg.servers(), Duration::from_secs(5)) {
+        Ok((addr, versions)) => {
+            let missing = versions.missing_transaction_apis();
+            if !missing.is_empty() {
+                return Err(RsqlError::connector(
+                    ctx,
+                    format!(
+                        "'sink.delivery-guarantee' = 'exactly-once' needs Kafka transactions, but the broker at {addr} \
+                         does not support {} (from its ApiVersions answer); nothing was written. Use \
+                         'sink.delivery-guarantee' = 'at-least-once' (the default) with this broker, or a broker \
+                         with transactions (Apache Kafka 0.11 or later)",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+        Err(why) => tracing::warn!(
+            table = %cfg.name(),
+            "cannot ask the brokers which requests they support ({why}); transactions are checked when they are used"
+        ),
+    }
+    Ok(())
+}
+
 /// The kafka / upsert-kafka sink.
 pub struct KafkaSink {
     cfg: KafkaTable,
@@ -221,6 +257,7 @@ impl KafkaSink {
             config.set("client.id", format!("rsql-{}", cfg.name()));
         }
         let txn = if cfg.delivery == DeliveryGuarantee::ExactlyOnce {
+            check_transactions(&cfg, &format!("table '{}': topic '{}'", cfg.name(), cfg.topics[0]))?;
             let prefix = cfg.transactional_id_prefix.clone().unwrap_or_default();
             config.set("transactional.id", format!("{prefix}-{}-0", cfg.name()));
             Txn::Uninitialized
@@ -314,20 +351,26 @@ impl KafkaSink {
                 }
             }
         }
-        if self.txn == Txn::Uninitialized {
-            let r = blocking(self.producer.clone(), |p| p.init_transactions(Duration::from_secs(30))).await?;
-            r.map_err(|e| {
-                RsqlError::connector(
-                    self.ctx(),
-                    format!(
-                        "'sink.delivery-guarantee' = 'exactly-once' needs Kafka transactions, and the broker at {} refused them: {e}; \
-                         use 'sink.delivery-guarantee' = 'at-least-once'",
-                        self.cfg.servers()
-                    ),
-                )
-            })?;
-            self.txn = Txn::Idle;
+        self.init_transactions().await
+    }
+
+    /// For exactly-once: registers the transactional id (fencing an earlier run's producer).
+    async fn init_transactions(&mut self) -> Result<()> {
+        if self.txn != Txn::Uninitialized {
+            return Ok(());
         }
+        let r = blocking(self.producer.clone(), |p| p.init_transactions(Duration::from_secs(30))).await?;
+        r.map_err(|e| {
+            RsqlError::connector(
+                self.ctx(),
+                format!(
+                    "'sink.delivery-guarantee' = 'exactly-once' needs Kafka transactions, and the broker at {} refused them: {e}; \
+                     use 'sink.delivery-guarantee' = 'at-least-once'",
+                    self.cfg.servers()
+                ),
+            )
+        })?;
+        self.txn = Txn::Idle;
         Ok(())
     }
 
@@ -368,7 +411,9 @@ impl KafkaSink {
         let (Some(buf), Some(interval)) = (self.buffer.clone(), self.cfg.buffer_interval) else {
             return;
         };
-        if self.flusher.is_some() {
+        // In a transaction the buffer is written at max-rows and at every flush (which commits);
+        // a timer writing between a commit and the next write would be outside any transaction.
+        if self.flusher.is_some() || self.txn != Txn::Off {
             return;
         }
         let producer = self.producer.clone();
@@ -515,6 +560,7 @@ impl Sink for KafkaSink {
     }
 
     async fn open(&mut self, _checkpointing: bool, restored: Option<&[u8]>) -> Result<()> {
+        self.init_transactions().await?;
         let Some(state) = restored.filter(|s| !s.is_empty()) else {
             return Ok(());
         };

@@ -21,10 +21,6 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, Timestamp, TopicPartitionList};
-use rsql_common::arrow::array::{ArrayRef, BinaryBuilder, MapArray, StringBuilder, StructArray};
-use rsql_common::arrow::buffer::OffsetBuffer;
-use rsql_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use rsql_common::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use rsql_common::builder::Datum;
 use rsql_common::types::FlinkType;
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
@@ -100,13 +96,10 @@ struct Decoding {
     key_decoder: Option<Box<dyn RowDecoder>>,
     value_decoder: Box<dyn RowDecoder>,
     outputs: Vec<Out>,
-    /// The produced columns without `headers` ones, built by `rows`.
+    /// The produced columns.
     rows: DecodedRows,
-    /// Position (in the produced columns) and field of each `headers` column.
-    header_columns: Vec<(usize, Field)>,
-    /// Headers of each row of the batch under construction (only when asked for).
-    headers: Vec<MessageHeaders>,
-    schema: SchemaRef,
+    /// Whether a `headers` column is produced.
+    want_headers: bool,
     key_buf: Vec<Datum>,
 }
 
@@ -120,10 +113,8 @@ impl KafkaSource {
         };
         let value_decoder = formats::create_decoder(&cfg.value_format, &value_cols, &cfg.table, cfg.value_prefix)?;
         let mut outputs = Vec::with_capacity(columns.len());
-        let mut fields = Vec::with_capacity(columns.len());
-        let mut built = Vec::new();
-        let mut header_columns = Vec::new();
-        for (pos, c) in columns.iter().enumerate() {
+        let mut built = Vec::with_capacity(columns.len());
+        for c in columns {
             let mut ty = c.ty().clone();
             let out = match c {
                 ProducedColumn::Physical { name, .. } => {
@@ -166,24 +157,17 @@ impl KafkaSource {
                     }
                 }),
             };
-            let field = ty.to_field(c.name());
-            if matches!(out, Out::Meta(Meta::Headers)) {
-                header_columns.push((pos, field.clone()));
-            } else {
-                built.push((c.name().to_string(), ty.clone()));
-            }
-            fields.push(field);
+            built.push((c.name().to_string(), ty));
             outputs.push(out);
         }
+        let want_headers = outputs.iter().any(|o| matches!(o, Out::Meta(Meta::Headers)));
         let decoding = Decoding {
+            want_headers,
             upsert: cfg.upsert,
             key_decoder,
             value_decoder,
             outputs,
             rows: DecodedRows::new(&built, 1024)?,
-            header_columns,
-            headers: Vec::new(),
-            schema: Arc::new(Schema::new(fields)),
             key_buf: Vec::new(),
         };
         Ok(KafkaSource { cfg, decoding, read_to: BTreeMap::new(), resume: None, status: Arc::new(SourceStatus::default()) })
@@ -208,13 +192,15 @@ impl Decoding {
         let (ts, ts_type) = timestamp_parts(msg.timestamp());
         // SAFETY: the pointer is the live message `msg` borrows; librdkafka only reads it.
         let epoch = unsafe { rdkafka::bindings::rd_kafka_message_leader_epoch(msg.ptr()) };
-        let want_headers = !self.header_columns.is_empty();
-        let headers: MessageHeaders = if want_headers {
-            msg.headers()
-                .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect())
-                .unwrap_or_default()
+        let headers = if self.want_headers {
+            let entries = msg.headers().map(|h| {
+                h.iter()
+                    .map(|x| (Datum::Str(x.key.to_string()), x.value.map(|v| Datum::Bytes(v.to_vec())).unwrap_or(Datum::Null)))
+                    .collect()
+            });
+            Datum::map(entries.unwrap_or_default())
         } else {
-            Vec::new()
+            Datum::Null
         };
 
         // Key.
@@ -239,7 +225,6 @@ impl Decoding {
         let offset = msg.offset();
         let outputs = &self.outputs;
         let rows = &mut self.rows;
-        let headers_out = &mut self.headers;
         let upsert = self.upsert;
         let mut emit = |kind: RowKind, values: Vec<Datum>, tombstone: bool| -> Result<()> {
             let mut row = Vec::with_capacity(outputs.len());
@@ -259,15 +244,11 @@ impl Decoding {
                     Out::Meta(Meta::Timestamp) => Datum::Timestamp(ts.saturating_mul(1000)),
                     Out::Meta(Meta::TimestampType) => Datum::Str(ts_type.to_string()),
                     Out::Meta(Meta::LeaderEpoch) => if epoch >= 0 { Datum::Int(epoch as i64) } else { Datum::Null },
-                    Out::Meta(Meta::Headers) => continue,
+                    Out::Meta(Meta::Headers) => headers.clone(),
                 };
                 row.push(d);
             }
-            rows.push(kind, row)?;
-            if want_headers {
-                headers_out.push(headers.clone());
-            }
-            Ok(())
+            rows.push(kind, row)
         };
         let result = match msg.payload() {
             None if upsert => emit(RowKind::Delete, Vec::new(), true),
@@ -283,61 +264,8 @@ impl Decoding {
 
     /// The rows decoded so far as a batch of the produced columns.
     fn finish(&mut self) -> Result<ChangeBatch> {
-        let batch = self.rows.finish()?;
-        if self.header_columns.is_empty() {
-            return Ok(batch);
-        }
-        let n = batch.num_rows();
-        let mut built = batch.data.columns().iter().cloned();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.outputs.len());
-        let headers = std::mem::take(&mut self.headers);
-        for (pos, _) in self.outputs.iter().enumerate() {
-            match self.header_columns.iter().find(|(p, _)| *p == pos) {
-                Some((_, field)) => columns.push(headers_array(field, &headers)?),
-                None => columns.push(built.next().ok_or_else(|| RsqlError::execution("kafka source: column count mismatch"))?),
-            }
-        }
-        let data = RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
-        Ok(ChangeBatch::new(data, batch.kinds))
+        self.rows.finish()
     }
-}
-
-/// The headers of one message: key and value (None for a null value).
-type MessageHeaders = Vec<(String, Option<Vec<u8>>)>;
-
-/// A MAP<STRING, BYTES> column of message headers, shaped like `field`'s type.
-fn headers_array(field: &Field, rows: &[MessageHeaders]) -> Result<ArrayRef> {
-    let (entries_field, ordered) = match field.data_type() {
-        DataType::Map(f, o) => (f.clone(), *o),
-        other => return Err(RsqlError::execution(format!("headers column has type {other}, expected a map"))),
-    };
-    let kv_fields = match entries_field.data_type() {
-        DataType::Struct(f) => f.clone(),
-        other => return Err(RsqlError::execution(format!("headers map entries have type {other}"))),
-    };
-    let mut keys = StringBuilder::new();
-    let mut values = BinaryBuilder::new();
-    let mut offsets = Vec::with_capacity(rows.len() + 1);
-    offsets.push(0i32);
-    let mut n = 0i32;
-    for r in rows {
-        for (k, v) in r {
-            keys.append_value(k);
-            match v {
-                Some(b) => values.append_value(b),
-                None => values.append_null(),
-            }
-            n += 1;
-        }
-        offsets.push(n);
-    }
-    let entries = StructArray::try_new(kv_fields, vec![Arc::new(keys.finish()) as ArrayRef, Arc::new(values.finish())], None)?;
-    let map = MapArray::try_new(entries_field, OffsetBuffer::new(offsets.into()), entries, None, ordered)?;
-    Ok(Arc::new(map))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -934,20 +862,4 @@ enum Event {
     Nothing,
     Eof,
     Error(KafkaError),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rsql_common::arrow::array::Array;
-
-    #[test]
-    fn headers_column_matches_the_declared_type() {
-        let ty = crate::metadata_columns().into_iter().find(|(k, _)| *k == "headers").unwrap().1;
-        let field = ty.to_field("h");
-        let rows = vec![vec![("a".to_string(), Some(b"1".to_vec())), ("b".to_string(), None)], vec![]];
-        let arr = headers_array(&field, &rows).unwrap();
-        assert_eq!(arr.data_type(), field.data_type());
-        assert_eq!(arr.len(), 2);
-    }
 }

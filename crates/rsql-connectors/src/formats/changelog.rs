@@ -9,7 +9,7 @@ use rsql_common::builder::Datum;
 use rsql_common::types::LogicalType;
 use rsql_common::{Result, RowKind, RsqlError};
 
-use super::json::{check_readable, check_writable, field_prefixes, parse, write_object, JVal, JsonWriteOptions, ObjectReader};
+use super::json::{check_json_types, field_prefixes, parse, write_object, JVal, JsonWriteOptions, ObjectReader};
 use super::{FormatOpts, RowDecoder, RowEncoder};
 
 type Rows = Vec<(RowKind, Vec<Datum>)>;
@@ -33,7 +33,7 @@ fn envelope_rows(bytes: &[u8], rows: impl FnOnce(&JVal<'_>) -> std::result::Resu
 
 impl Common {
     fn new(format: &'static str, columns: &[(String, LogicalType)], fo: &FormatOpts<'_>) -> Result<Self> {
-        check_readable(columns, format)?;
+        check_json_types(columns, format, "read")?;
         Ok(Common {
             format,
             reader: ObjectReader::new(columns, false),
@@ -291,7 +291,7 @@ pub struct ChangelogJsonEncoder {
 
 impl ChangelogJsonEncoder {
     pub(crate) fn new(format: &str, columns: &[(String, LogicalType)], indices: &[usize], fo: &FormatOpts<'_>) -> Result<Self> {
-        check_writable(columns)?;
+        check_json_types(columns, format, "write")?;
         let envelope = match format {
             "debezium-json" => Envelope::Debezium,
             "canal-json" => Envelope::Canal,

@@ -3,7 +3,9 @@
 //! `csv.allow-comments`, `csv.ignore-parse-errors`, `csv.escape-character`, `csv.null-literal`,
 //! `csv.array-element-delimiter`, `csv.write-bigdecimal-in-scientific-notation`) and the output
 //! conventions of Flink's Jackson CSV writer (a string is quoted when it is longer than 24
-//! characters or holds a character below the delimiter/quote, such as a space).
+//! characters or holds a character below the delimiter/quote, such as a space). ARRAY and ROW
+//! columns of simple types are one field, their values joined by `csv.array-element-delimiter`;
+//! MAP and deeper nesting are refused, as in Flink.
 
 use std::borrow::Cow;
 
@@ -176,8 +178,56 @@ fn field_to_datum(name: &str, ty: &LogicalType, raw: &[u8], d: &CsvDialect) -> s
             parse_timestamp_text(t).map(Datum::Timestamp).ok_or_else(|| bad("expected yyyy-MM-dd HH:mm:ss[.fff]"))
         }
         FlinkType::Null => Ok(Datum::Null),
-        FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_) => Err(bad("nested types are not read")),
+        // ARRAY and ROW values are their elements / fields joined by 'csv.array-element-delimiter'.
+        FlinkType::Array(e) => text
+            .split(d.array_delimiter.as_str())
+            .enumerate()
+            .map(|(j, part)| field_to_datum(&format!("{name}[{j}]"), e, part.as_bytes(), d))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Datum::list),
+        FlinkType::Row(fields) => {
+            let parts: Vec<&str> = text.split(d.array_delimiter.as_str()).collect();
+            if parts.len() > fields.len() {
+                return Err(bad(&format!("{} values for {} fields", parts.len(), fields.len())));
+            }
+            fields
+                .iter()
+                .enumerate()
+                .map(|(j, (f, t))| match parts.get(j) {
+                    Some(part) => field_to_datum(&format!("{name}.{f}"), t, part.as_bytes(), d),
+                    None => Ok(Datum::Null),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Datum::row)
+        }
+        FlinkType::Map(..) => Err(bad("the csv format has no MAP values")),
     }
+}
+
+/// Flink's CSV format carries ARRAY and ROW of simple types (their values joined by
+/// `csv.array-element-delimiter`) and no MAP; checked when a table is created.
+fn check_csv_types(columns: &[(String, LogicalType)], what: &str) -> Result<()> {
+    let nested = |t: &FlinkType| matches!(t, FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_));
+    for (name, ty) in columns {
+        let inner: Vec<&LogicalType> = match &ty.ty {
+            FlinkType::Map(..) => {
+                return Err(RsqlError::unsupported(format!(
+                    "format 'csv' cannot {what} column '{name}' of type {ty}: CSV has no MAP values (as in Flink); \
+                     use the 'json' format or declare the column as STRING"
+                )))
+            }
+            FlinkType::Array(e) => vec![e.as_ref()],
+            FlinkType::Row(fields) => fields.iter().map(|(_, t)| t).collect(),
+            _ => continue,
+        };
+        if let Some(t) = inner.iter().find(|t| nested(&t.ty)) {
+            return Err(RsqlError::unsupported(format!(
+                "format 'csv' cannot {what} column '{name}' of type {ty}: only simple types are supported in the second \
+                 level of nesting (found {t}), as in Flink; use the 'json' format"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Decoder of the `csv` format.
@@ -190,13 +240,7 @@ pub struct CsvDecoder {
 
 impl CsvDecoder {
     pub(crate) fn new(columns: &[(String, LogicalType)], fo: &FormatOpts<'_>) -> Result<Self> {
-        for (name, ty) in columns {
-            if matches!(ty.ty, FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_)) {
-                return Err(RsqlError::unsupported(format!(
-                    "format 'csv' cannot read column '{name}' of type {ty}; declare it as STRING"
-                )));
-            }
-        }
+        check_csv_types(columns, "read")?;
         Ok(CsvDecoder {
             columns: columns.to_vec(),
             dialect: CsvDialect::from_opts(fo)?,
@@ -295,11 +339,7 @@ pub struct CsvEncoder {
 
 impl CsvEncoder {
     pub(crate) fn new(columns: &[(String, LogicalType)], indices: &[usize], fo: &FormatOpts<'_>) -> Result<Self> {
-        for (name, ty) in columns {
-            if matches!(ty.ty, FlinkType::Map(..) | FlinkType::Row(_)) {
-                return Err(RsqlError::unsupported(format!("format 'csv' cannot write column '{name}' of type {ty}")));
-            }
-        }
+        check_csv_types(columns, "write")?;
         let dialect = CsvDialect::from_opts(fo)?;
         let min_safe = dialect.delimiter.max(dialect.quote.unwrap_or(0)).max(b'\n') + 1;
         Ok(CsvEncoder {
@@ -389,17 +429,30 @@ impl CsvEncoder {
             }
             DataType::List(_) => {
                 let items = get!(ListArray);
-                let mut parts = Vec::new();
-                for j in 0..items.len() {
-                    let mut p = Vec::new();
-                    let inner = CsvEncoder { dialect: CsvDialect { quote: None, ..self.dialect.clone() }, ..self.clone_shallow() };
-                    inner.write_field(&mut p, items.as_ref(), j)?;
-                    parts.push(String::from_utf8_lossy(&p).into_owned());
-                }
-                self.write_str(buf, &parts.join(&self.dialect.array_delimiter));
+                let parts: Vec<(&dyn Array, usize)> = (0..items.len()).map(|j| (items.as_ref(), j)).collect();
+                self.write_joined(buf, &parts)?;
+            }
+            DataType::Struct(_) => {
+                let s = arr.as_any().downcast_ref::<StructArray>().ok_or_else(|| RsqlError::execution("array type mismatch"))?;
+                let parts: Vec<(&dyn Array, usize)> = s.columns().iter().map(|c| (c.as_ref(), i)).collect();
+                self.write_joined(buf, &parts)?;
             }
             other => return Err(RsqlError::unsupported(format!("CSV format cannot write values of Arrow type {other}"))),
         }
+        Ok(())
+    }
+
+    /// ARRAY elements or ROW fields as one field, joined by the array element delimiter.
+    fn write_joined(&self, buf: &mut Vec<u8>, parts: &[(&dyn Array, usize)]) -> Result<()> {
+        let inner = CsvEncoder { dialect: CsvDialect { quote: None, ..self.dialect.clone() }, ..self.clone_shallow() };
+        let mut joined = Vec::new();
+        for (n, (arr, j)) in parts.iter().enumerate() {
+            if n > 0 {
+                joined.extend_from_slice(self.dialect.array_delimiter.as_bytes());
+            }
+            inner.write_field(&mut joined, *arr, *j)?;
+        }
+        self.write_str(buf, &String::from_utf8_lossy(&joined));
         Ok(())
     }
 

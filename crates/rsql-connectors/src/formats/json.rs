@@ -1,6 +1,7 @@
 //! The `json` format: one JSON object per message (or per line of a file), fields matched to
-//! columns by name, with the conversions of Flink's JSON format; and the Arrow-to-JSON writer the
-//! changelog formats reuse. The parser keeps number text exact (DECIMAL reads every digit) and
+//! columns by name, with the conversions of Flink's JSON format (ARRAY as a JSON array, ROW as an
+//! object by field name, MAP as an object with string keys, to any depth); and the JSON reader
+//! and Arrow-to-JSON writer the changelog formats reuse. The parser keeps number text exact (DECIMAL reads every digit) and
 //! borrows strings that hold no escapes.
 
 use std::borrow::Cow;
@@ -387,14 +388,25 @@ impl JsonWriteOptions {
     }
 }
 
-/// Checks at creation that every column type can be read from JSON.
-pub(crate) fn check_readable(columns: &[(String, LogicalType)], format: &str) -> Result<()> {
+/// Whether Flink's JSON format can carry the type: anything, with MAP keys as strings (nested
+/// types to any depth).
+fn json_supports(t: &FlinkType) -> bool {
+    match t {
+        FlinkType::Map(k, v) => matches!(k.ty, FlinkType::Char(_) | FlinkType::Varchar(_)) && json_supports(&v.ty),
+        FlinkType::Array(e) => json_supports(&e.ty),
+        FlinkType::Row(fs) => fs.iter().all(|(_, t)| json_supports(&t.ty)),
+        _ => true,
+    }
+}
+
+/// Checks at creation that every column type can be read or written as JSON (`what` is `read`
+/// or `write`); the error names the column and the format.
+pub(crate) fn check_json_types(columns: &[(String, LogicalType)], format: &str, what: &str) -> Result<()> {
     for (name, ty) in columns {
-        if matches!(ty.ty, FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_)) {
+        if !json_supports(&ty.ty) {
             return Err(RsqlError::unsupported(format!(
-                "format '{format}' cannot read column '{name}' of type {}: nested types are written but not read yet; \
-                 declare the column as STRING to get its JSON text",
-                ty
+                "format '{format}' cannot {what} column '{name}' of type {ty}: JSON map keys are strings, so MAP keys must be \
+                 CHAR, VARCHAR or STRING (as in Flink)"
             )));
         }
     }
@@ -420,7 +432,9 @@ fn is_integral(n: &str) -> bool {
 
 /// Converts a JSON value into a value of the column's type with the rules of Flink's JSON format
 /// (numbers in strings are read, a non-string in a STRING column keeps its JSON text, ...).
-pub(crate) fn to_datum(name: &str, ty: &LogicalType, v: &JVal<'_>) -> std::result::Result<Datum, String> {
+/// `name` is the value's path (`col`, `col[2]`, `col.field`, `col['key']`); `fail_on_missing`
+/// makes a ROW field missing from its object an error.
+pub(crate) fn to_datum(name: &str, ty: &LogicalType, v: &JVal<'_>, fail_on_missing: bool) -> std::result::Result<Datum, String> {
     if matches!(v, JVal::Null) {
         return Ok(Datum::Null);
     }
@@ -486,8 +500,52 @@ pub(crate) fn to_datum(name: &str, ty: &LogicalType, v: &JVal<'_>) -> std::resul
             _ => Err(conv_err(name, ty, v, "")),
         },
         FlinkType::Null => Ok(Datum::Null),
-        FlinkType::Array(_) | FlinkType::Map(..) | FlinkType::Row(_) => Err(conv_err(name, ty, v, "nested types are not read")),
+        FlinkType::Array(e) => match v {
+            JVal::Arr(items) => items
+                .iter()
+                .enumerate()
+                .map(|(j, x)| nested_part(&format!("{name}[{j}]"), e, x, fail_on_missing))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Datum::list),
+            _ => Err(conv_err(name, ty, v, "expected a JSON array")),
+        },
+        FlinkType::Map(k, val) => match v {
+            JVal::Obj(fields) => fields
+                .iter()
+                .map(|(key, x)| {
+                    let path = format!("{name}['{key}']");
+                    Ok((nested_part(&path, k, &JVal::Str(key.clone()), fail_on_missing)?, nested_part(&path, val, x, fail_on_missing)?))
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()
+                .map(Datum::map),
+            _ => Err(conv_err(name, ty, v, "expected a JSON object")),
+        },
+        FlinkType::Row(fields) => match v {
+            JVal::Obj(_) => fields
+                .iter()
+                .map(|(f, t)| {
+                    let path = format!("{name}.{f}");
+                    match v.get(f) {
+                        Some(x) => nested_part(&path, t, x, fail_on_missing),
+                        None if fail_on_missing => Err(format!("could not find field with name '{path}'")),
+                        None => nested_part(&path, t, &JVal::Null, fail_on_missing),
+                    }
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Datum::row),
+            _ => Err(conv_err(name, ty, v, "expected a JSON object")),
+        },
     }
+}
+
+/// An element, map key or value, or row field: like a column, but a NULL where the type says
+/// NOT NULL is an error naming the path.
+fn nested_part(path: &str, ty: &LogicalType, v: &JVal<'_>, fail_on_missing: bool) -> std::result::Result<Datum, String> {
+    let d = to_datum(path, ty, v, fail_on_missing)?;
+    if matches!(d, Datum::Null) && !ty.nullable {
+        return Err(format!("field '{path}': null where the type is {ty}"));
+    }
+    Ok(d)
 }
 
 /// Reads the columns of one JSON object, matched by field name.
@@ -519,7 +577,7 @@ impl ObjectReader {
         let mut row = Vec::with_capacity(self.columns.len());
         for (i, ((name, ty), slot)) in self.columns.iter().zip(slots).enumerate() {
             match slot {
-                Some(v) => row.push(to_datum(name, ty, v)?),
+                Some(v) => row.push(to_datum(name, ty, v, self.fail_on_missing_field)?),
                 None => match base {
                     Some(b) => row.push(b.get(i).cloned().unwrap_or(Datum::Null)),
                     None if self.fail_on_missing_field => return Err(format!("could not find field with name '{name}'")),
@@ -540,7 +598,7 @@ pub struct JsonDecoder {
 
 impl JsonDecoder {
     pub(crate) fn new(columns: &[(String, LogicalType)], fo: &FormatOpts<'_>) -> Result<Self> {
-        check_readable(columns, "json")?;
+        check_json_types(columns, "json", "read")?;
         let fail = fo.bool("fail-on-missing-field", false)?;
         let ignore = fo.bool("ignore-parse-errors", false)?;
         if fail && ignore {
@@ -807,26 +865,6 @@ pub(crate) fn field_prefixes(columns: &[(String, LogicalType)]) -> Vec<Vec<u8>> 
         .collect()
 }
 
-/// Checks at creation that every column type can be written as JSON.
-pub(crate) fn check_writable(columns: &[(String, LogicalType)]) -> Result<()> {
-    fn ok(t: &FlinkType) -> bool {
-        match t {
-            FlinkType::Map(k, v) => matches!(k.ty, FlinkType::Char(_) | FlinkType::Varchar(_)) && ok(&v.ty),
-            FlinkType::Array(e) => ok(&e.ty),
-            FlinkType::Row(fs) => fs.iter().all(|(_, t)| ok(&t.ty)),
-            _ => true,
-        }
-    }
-    for (name, ty) in columns {
-        if !ok(&ty.ty) {
-            return Err(RsqlError::unsupported(format!(
-                "JSON format cannot write column '{name}' of type {ty}: map keys must be strings"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Encoder of the `json` format.
 pub struct JsonEncoder {
     names: Vec<Vec<u8>>,
@@ -836,7 +874,7 @@ pub struct JsonEncoder {
 
 impl JsonEncoder {
     pub(crate) fn new(columns: &[(String, LogicalType)], indices: &[usize], fo: &FormatOpts<'_>) -> Result<Self> {
-        check_writable(columns)?;
+        check_json_types(columns, "json", "write")?;
         Ok(JsonEncoder { names: field_prefixes(columns), indices: indices.to_vec(), opts: JsonWriteOptions::from_opts(fo)? })
     }
 }
@@ -878,20 +916,57 @@ mod tests {
     #[test]
     fn converts_like_flink() {
         let int = LogicalType::nullable(FlinkType::Int);
-        assert_eq!(to_datum("a", &int, &JVal::Num("12")), Ok(Datum::Int(12)));
-        assert_eq!(to_datum("a", &int, &JVal::Str(" 12 ".into())), Ok(Datum::Int(12)));
-        assert_eq!(to_datum("a", &int, &JVal::Num("12.7")), Ok(Datum::Int(12)));
-        assert!(to_datum("a", &int, &JVal::Num("3000000000")).is_err());
+        assert_eq!(to_datum("a", &int, &JVal::Num("12"), false), Ok(Datum::Int(12)));
+        assert_eq!(to_datum("a", &int, &JVal::Str(" 12 ".into()), false), Ok(Datum::Int(12)));
+        assert_eq!(to_datum("a", &int, &JVal::Num("12.7"), false), Ok(Datum::Int(12)));
+        assert!(to_datum("a", &int, &JVal::Num("3000000000"), false).is_err());
         let tiny = LogicalType::nullable(FlinkType::TinyInt);
-        assert!(to_datum("a", &tiny, &JVal::Num("1.5")).is_err());
+        assert!(to_datum("a", &tiny, &JVal::Num("1.5"), false).is_err());
         let s = LogicalType::nullable(FlinkType::Varchar(10));
         let obj = parse(br#"{"x": [1, "a"]}"#).unwrap().unwrap();
-        assert_eq!(to_datum("a", &s, &obj), Ok(Datum::Str(r#"{"x":[1,"a"]}"#.into())));
+        assert_eq!(to_datum("a", &s, &obj, false), Ok(Datum::Str(r#"{"x":[1,"a"]}"#.into())));
         let dec = LogicalType::nullable(FlinkType::Decimal(5, 2));
-        assert_eq!(to_datum("a", &dec, &JVal::Num("123.456")), Ok(Datum::Decimal(12346, 2)));
-        assert_eq!(to_datum("a", &dec, &JVal::Num("12345.6")), Ok(Datum::Null));
+        assert_eq!(to_datum("a", &dec, &JVal::Num("123.456"), false), Ok(Datum::Decimal(12346, 2)));
+        assert_eq!(to_datum("a", &dec, &JVal::Num("12345.6"), false), Ok(Datum::Null));
         let b = LogicalType::nullable(FlinkType::Boolean);
-        assert_eq!(to_datum("a", &b, &JVal::Str("TRUE".into())), Ok(Datum::Bool(true)));
-        assert_eq!(to_datum("a", &b, &JVal::Str("yes".into())), Ok(Datum::Bool(false)));
+        assert_eq!(to_datum("a", &b, &JVal::Str("TRUE".into()), false), Ok(Datum::Bool(true)));
+        assert_eq!(to_datum("a", &b, &JVal::Str("yes".into()), false), Ok(Datum::Bool(false)));
+    }
+
+    #[test]
+    fn reads_nested_values_like_flink() {
+        let int = LogicalType::nullable(FlinkType::Int);
+        let s = LogicalType::nullable(FlinkType::Varchar(10));
+        let arr = LogicalType::nullable(FlinkType::Array(Box::new(LogicalType::not_null(FlinkType::Int))));
+        let map = LogicalType::nullable(FlinkType::Map(Box::new(s.clone()), Box::new(int.clone())));
+        let row = LogicalType::nullable(FlinkType::Row(vec![("a".into(), int.clone()), ("m".into(), map.clone())]));
+        fn v(t: &str) -> JVal<'_> {
+            parse(t.as_bytes()).unwrap().unwrap()
+        }
+        assert_eq!(to_datum("c", &arr, &v("[1, \"2\"]"), false), Ok(Datum::list(vec![Datum::Int(1), Datum::Int(2)])));
+        assert_eq!(to_datum("c", &arr, &v("null"), false), Ok(Datum::Null));
+        let e = to_datum("c", &arr, &v("[1, null]"), false).unwrap_err();
+        assert!(e.contains("'c[1]'") && e.contains("NOT NULL"), "{e}");
+        let e = to_datum("c", &arr, &v("[1, \"x\"]"), false).unwrap_err();
+        assert!(e.contains("'c[1]'"), "{e}");
+        assert!(to_datum("c", &arr, &v("{}"), false).unwrap_err().contains("expected a JSON array"));
+        assert_eq!(
+            to_datum("c", &map, &v(r#"{"k": 1, "n": null}"#), false),
+            Ok(Datum::map(vec![(Datum::Str("k".into()), Datum::Int(1)), (Datum::Str("n".into()), Datum::Null)]))
+        );
+        let e = to_datum("c", &map, &v(r#"{"k": true}"#), false).unwrap_err();
+        assert!(e.contains("c['k']"), "{e}");
+        assert_eq!(
+            to_datum("c", &row, &v(r#"{"m": {"x": 2}, "zzz": 1}"#), false),
+            Ok(Datum::row(vec![Datum::Null, Datum::map(vec![(Datum::Str("x".into()), Datum::Int(2))])]))
+        );
+        let e = to_datum("c", &row, &v(r#"{"m": {}}"#), true).unwrap_err();
+        assert!(e.contains("'c.a'"), "{e}");
+        let e = to_datum("c", &row, &v(r#"{"a": [1]}"#), false).unwrap_err();
+        assert!(e.contains("field 'c.a'"), "{e}");
+        // MAP keys must be strings, as in Flink.
+        let bad = vec![("m".to_string(), LogicalType::nullable(FlinkType::Map(Box::new(int.clone()), Box::new(int))))];
+        let e = check_json_types(&bad, "json", "read").unwrap_err().to_string();
+        assert!(e.contains("column 'm'") && e.contains("MAP keys"), "{e}");
     }
 }

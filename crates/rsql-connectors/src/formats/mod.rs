@@ -2,8 +2,9 @@
 //! of a file) turns into rows, and rows into messages, with Flink's option names and semantics.
 //!
 //! Formats: `json`, `csv`, `raw`, and the changelog formats `debezium-json`, `canal-json` and
-//! `maxwell-json` (which carry +I/-U/+U/-D). Decoders parse bytes into typed values per column and
-//! append them to Arrow builders ([`DecodedRows`]); encoders read Arrow arrays directly and write
+//! `maxwell-json` (which carry +I/-U/+U/-D). Decoders parse bytes into typed values per column
+//! (ARRAY / MAP / ROW values as nested values) and append them to Arrow builders
+//! ([`DecodedRows`]); encoders read Arrow arrays directly and write
 //! bytes, with Flink's output conventions (FLOAT `10.0`, TIMESTAMP `2024-01-02 03:04:05.123`,
 //! DECIMAL as a JSON number, ...).
 //!

@@ -6,7 +6,7 @@ use rsql_common::arrow::array::{Array, Float32Array};
 use rsql_common::arrow::datatypes::DataType;
 use rsql_common::builder::{datum_at, format_date, format_decimal, format_time, format_timestamp, Datum};
 use rsql_common::types::FlinkType;
-use rsql_common::{Result, RowKind};
+use rsql_common::{Result, RowKind, RsqlError};
 
 use mysql_async::Value;
 
@@ -75,6 +75,12 @@ pub fn param_at(arr: &dyn Array, i: usize) -> Result<Value> {
             Value::Time(false, 0, (secs / 3600) as u8, ((secs / 60) % 60) as u8, (secs % 60) as u8, us.rem_euclid(1_000_000) as u32)
         }
         Datum::Timestamp(us) => datetime(us).unwrap_or_else(|| Value::Bytes(format_timestamp(us, 6).into_bytes())),
+        Datum::Nested(_) => {
+            return Err(RsqlError::unsupported(format!(
+                "the jdbc sink cannot write ARRAY, MAP or ROW values (Arrow type {}); cast the column to STRING",
+                arr.data_type()
+            )))
+        }
     })
 }
 

@@ -68,6 +68,8 @@ pub(crate) fn key_part(v: &Datum, weight: Option<&[u8]>) -> KeyPart {
         }
         Datum::Str(s) => KeyPart::Bytes(s.as_bytes().to_vec()),
         Datum::Bytes(b) => KeyPart::Bytes(b.clone()),
+        // MySQL key columns are never ARRAY, MAP or ROW.
+        Datum::Nested(n) => KeyPart::Bytes(format!("{n:?}").into_bytes()),
     }
 }
 
@@ -107,6 +109,8 @@ pub(crate) fn literal(col: &MySqlColumn, v: &Datum) -> String {
             }
         }
         Datum::Bytes(b) => format!("X'{}'", hex(b)),
+        // MySQL key columns are never ARRAY, MAP or ROW.
+        Datum::Nested(_) => "NULL".into(),
     }
 }
 

@@ -79,6 +79,8 @@ fn key_to_json(d: &Datum) -> serde_json::Value {
         Datum::Date(d) => json!({ "date": d }),
         Datum::Time(t) => json!({ "time": t }),
         Datum::Timestamp(t) => json!({ "ts": t }),
+        // MySQL key columns are never ARRAY, MAP or ROW.
+        Datum::Nested(_) => serde_json::Value::Null,
     }
 }
 
