@@ -21,7 +21,7 @@ use rsql_common::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef}
 use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
 
-use super::state::{KeyedStore, RowCodec, StateReader, StateTtl, StateWriter};
+use super::state::{KeyedStore, RowCodec, StateReader, StateTtl, StateWriter, PREFETCH_ENTRY, PREFETCH_SLOT};
 use super::Operator;
 use crate::graph::{AggCall, AggFunc};
 
@@ -414,12 +414,24 @@ impl GroupAggregate {
         let mut prev_len = 0u32;
         // Keys first seen as retractions of groups that do not exist (rare).
         let mut missing: HashSet<Vec<u8>> = HashSet::new();
+        // Key hashes first, so that each lookup can start loading the index entry and the
+        // slot of the lookups a few rows ahead (their cache misses then overlap).
+        let hashes: Vec<u64> = match &keys {
+            Some(k) => (0..n).map(|i| self.groups.hash(k.row(i).data())).collect(),
+            None => vec![self.groups.hash(&[]); n],
+        };
         for i in 0..n {
+            if let Some(h) = hashes.get(i + PREFETCH_ENTRY) {
+                self.groups.prefetch(*h, false);
+            }
+            if let Some(h) = hashes.get(i + PREFETCH_SLOT) {
+                self.groups.prefetch(*h, true);
+            }
             let kb: &[u8] = match &keys {
                 Some(k) => k.row(i).data(),
                 None => &[],
             };
-            let mut id = self.groups.find(kb);
+            let mut id = self.groups.find_hashed(hashes[i], kb);
             if let Some(s) = id {
                 let expired = self.groups.get(s).is_some_and(|g| g.value.epoch != epoch && self.ttl.expired(g.written, now));
                 if expired {
@@ -461,7 +473,7 @@ impl GroupAggregate {
                 None => {
                     let mut g = self.new_group();
                     g.epoch = epoch;
-                    let s = self.groups.insert(kb, g, now);
+                    let s = self.groups.insert_hashed(hashes[i], kb, g, now);
                     if missing.is_empty() || !missing.contains(kb) {
                         touched.push(Touch { row: i as u32, slot: s, prev: None });
                     }

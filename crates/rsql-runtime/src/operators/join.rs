@@ -19,7 +19,7 @@ use rsql_common::arrow::datatypes::SchemaRef;
 use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
 
-use super::state::{KeyedStore, RowCodec, StateReader, StateTtl, StateWriter};
+use super::state::{KeyedStore, RowCodec, StateReader, StateTtl, StateWriter, PREFETCH_ENTRY, PREFETCH_SLOT};
 use super::Operator;
 use crate::graph::{JoinKind, PhysExpr};
 
@@ -71,8 +71,8 @@ impl Side {
     }
 
     /// The slot of `key` with its expired rows dropped (None when nothing is left).
-    fn find_live(&mut self, key: &[u8], ttl: &StateTtl, now: u64) -> Option<u32> {
-        let id = self.state.find(key)?;
+    fn find_live(&mut self, h: u64, key: &[u8], ttl: &StateTtl, now: u64) -> Option<u32> {
+        let id = self.state.find_hashed(h, key)?;
         if ttl.enabled() {
             let slot = self.state.get_mut(id)?;
             if slot.value.iter().any(|e| ttl.expired(e.written, now)) {
@@ -187,12 +187,12 @@ impl Join {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn process_row(&mut self, s: usize, key: &[u8], key_null: bool, row: &[u8], kind: RowKind, now: u64, matched: &mut Vec<usize>, out: &mut OutBuf) -> Result<()> {
+    fn process_row(&mut self, s: usize, h: u64, key: &[u8], key_null: bool, row: &[u8], kind: RowKind, now: u64, matched: &mut Vec<usize>, out: &mut OutBuf) -> Result<()> {
         let o = 1 - s;
         let other_outer = self.sides[o].outer;
         let self_outer = self.sides[s].outer;
         let ttl = &self.ttl;
-        let other = if key_null { None } else { self.sides[o].find_live(key, ttl, now) };
+        let other = if key_null { None } else { self.sides[o].find_live(h, key, ttl, now) };
         self.matches(s, row, other, matched)?;
 
         if kind.is_accumulate() {
@@ -219,20 +219,20 @@ impl Join {
             }
             let entry = Entry::new(row, matched.len() as u32, now);
             let side = &mut self.sides[s];
-            match side.find_live(key, ttl, now).and_then(|id| side.state.get_mut(id)) {
+            match side.find_live(h, key, ttl, now).and_then(|id| side.state.get_mut(id)) {
                 Some(slot) => {
                     slot.value.push(entry);
                     slot.written = now;
                 }
                 None => {
-                    side.state.insert(key, vec![entry], now);
+                    side.state.insert_hashed(h, key, vec![entry], now);
                 }
             }
         } else {
             // Remove one stored occurrence; a retraction of a row never seen (or expired) is
             // dropped.
             let side = &mut self.sides[s];
-            let Some(id) = side.find_live(key, ttl, now) else { return Ok(()) };
+            let Some(id) = side.find_live(h, key, ttl, now) else { return Ok(()) };
             let Some(slot) = side.state.get_mut(id) else { return Ok(()) };
             let fp = fingerprint(row);
             let Some(p) = slot.value.iter().position(|e| e.fp == fp && &*e.row == row) else { return Ok(()) };
@@ -277,9 +277,20 @@ impl Operator for Join {
         let now = self.ttl.now();
         let mut emitted = OutBuf::default();
         let mut matched = Vec::new();
+        // Both sides' stores hash alike: one hash per row serves both lookups, and lookups a few
+        // rows ahead are prefetched so that their cache misses overlap.
+        let hashes: Vec<u64> = (0..batch.num_rows()).map(|i| self.sides[0].state.hash(keys.row(i).data())).collect();
         for i in 0..batch.num_rows() {
+            for side in &self.sides {
+                if let Some(h) = hashes.get(i + PREFETCH_ENTRY) {
+                    side.state.prefetch(*h, false);
+                }
+                if let Some(h) = hashes.get(i + PREFETCH_SLOT) {
+                    side.state.prefetch(*h, true);
+                }
+            }
             let key_null = key_cols.iter().any(|c| c.is_null(i));
-            self.process_row(s, keys.row(i).data(), key_null, rows.row(i).data(), batch.kinds[i], now, &mut matched, &mut emitted)?;
+            self.process_row(s, hashes[i], keys.row(i).data(), key_null, rows.row(i).data(), batch.kinds[i], now, &mut matched, &mut emitted)?;
         }
         if self.ttl.enabled() {
             // Incremental cleanup of keys whose every row has expired.

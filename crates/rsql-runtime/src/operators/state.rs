@@ -6,7 +6,6 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 use rsql_common::arrow::array::ArrayRef;
 use rsql_common::arrow::datatypes::SchemaRef;
 use rsql_common::arrow::row::{RowConverter, Rows, SortField};
@@ -142,7 +141,7 @@ pub struct Slot<T> {
 /// indices. Slot ids stay stable until the slot is removed, so a batch can resolve every row's
 /// key once and then update state by index.
 pub struct KeyedStore<T> {
-    index: HashTable<u32>,
+    index: SlotIndex,
     slots: Vec<Option<Slot<T>>>,
     free: Vec<u32>,
     hasher: FixedState,
@@ -151,32 +150,65 @@ pub struct KeyedStore<T> {
 
 impl<T> Default for KeyedStore<T> {
     fn default() -> Self {
-        KeyedStore { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), hasher: FixedState::with_seed(0x5eed), sweep_at: 0 }
+        KeyedStore { index: SlotIndex::default(), slots: Vec::new(), free: Vec::new(), hasher: FixedState::with_seed(0x5eed), sweep_at: 0 }
     }
 }
 
 impl<T> KeyedStore<T> {
-    fn hash(&self, key: &[u8]) -> u64 {
+    /// The hash of `key` that [`KeyedStore::find_hashed`], [`KeyedStore::insert_hashed`] and
+    /// [`KeyedStore::prefetch`] take.
+    pub fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.index.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len == 0
     }
 
     /// The slot holding `key`.
     pub fn find(&self, key: &[u8]) -> Option<u32> {
-        let h = self.hash(key);
+        self.find_hashed(self.hash(key), key)
+    }
+
+    /// The slot holding `key`, whose hash is `h`.
+    pub fn find_hashed(&self, h: u64, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
-        self.index.find(h, |&i| slots[i as usize].as_ref().is_some_and(|s| &*s.key == key)).copied()
+        self.index.find(h, |i| slots[i as usize].as_ref().is_some_and(|s| &*s.key == key))
+    }
+
+    /// Starts loading what a later lookup of hash `h` reads: its index entry and, when the
+    /// entry is already cached (prefetched earlier), the slot it points to. Operators call it a
+    /// few rows ahead so that the cache misses of a batch's lookups overlap.
+    #[inline]
+    pub fn prefetch(&self, h: u64, slot_too: bool) {
+        if self.index.entries.is_empty() {
+            return;
+        }
+        let at = self.index.home(h);
+        if slot_too {
+            let e = self.index.entries[at];
+            if e != 0 && e >> 32 == h >> 32 {
+                if let Some(s) = self.slots.get(((e as u32) - 1) as usize) {
+                    prefetch(s);
+                }
+            }
+        } else {
+            prefetch(&self.index.entries[at]);
+        }
     }
 
     /// Adds `key` (which must not be present) and returns its slot.
     pub fn insert(&mut self, key: &[u8], value: T, written: u64) -> u32 {
+        let h = self.hash(key);
+        self.insert_hashed(h, key, value, written)
+    }
+
+    /// [`KeyedStore::insert`] with the key's hash already computed.
+    pub fn insert_hashed(&mut self, h: u64, key: &[u8], value: T, written: u64) -> u32 {
         let slot = Slot { key: key.into(), value, written };
         let id = match self.free.pop() {
             Some(id) => {
@@ -188,10 +220,9 @@ impl<T> KeyedStore<T> {
                 (self.slots.len() - 1) as u32
             }
         };
-        let h = self.hash(key);
         let slots = &self.slots;
         let hasher = &self.hasher;
-        self.index.insert_unique(h, id, |&i| slots[i as usize].as_ref().map(|s| hasher.hash_one(&*s.key)).unwrap_or(0));
+        self.index.insert(h, id, |i| slots[i as usize].as_ref().map(|s| hasher.hash_one(&*s.key)).unwrap_or(0));
         id
     }
 
@@ -207,9 +238,7 @@ impl<T> KeyedStore<T> {
     /// Removes slot `id` and returns it.
     pub fn remove(&mut self, id: u32) -> Option<Slot<T>> {
         let key_hash = self.slots.get(id as usize)?.as_ref().map(|s| self.hash(&s.key))?;
-        if let Ok(e) = self.index.find_entry(key_hash, |&i| i == id) {
-            e.remove();
-        }
+        self.index.remove(key_hash, id);
         self.free.push(id);
         self.slots[id as usize].take()
     }
@@ -220,7 +249,7 @@ impl<T> KeyedStore<T> {
     }
 
     pub fn clear(&mut self) {
-        self.index.clear();
+        self.index = SlotIndex::default();
         self.slots.clear();
         self.free.clear();
         self.sweep_at = 0;
@@ -268,6 +297,127 @@ impl<T> KeyedStore<T> {
         removed
     }
 }
+
+/// Open-addressing index from key hashes to slot ids, with linear probing and backward-shift
+/// deletion. An entry packs the upper 32 bits of the key's hash (which also pick its home
+/// position) with the slot id plus one (0 marks an empty entry), so a probe touches a slot only
+/// when the hash bits match, and a lookup can be prefetched before it is made.
+#[derive(Default)]
+struct SlotIndex {
+    entries: Vec<u64>,
+    len: usize,
+}
+
+impl SlotIndex {
+    fn mask(&self) -> usize {
+        self.entries.len() - 1
+    }
+
+    #[inline]
+    fn home(&self, h: u64) -> usize {
+        (h >> 32) as usize & self.mask()
+    }
+
+    fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut at = self.home(h);
+        loop {
+            let e = self.entries[at];
+            if e == 0 {
+                return None;
+            }
+            if e >> 32 == h >> 32 && eq((e as u32) - 1) {
+                return Some((e as u32) - 1);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Adds slot `id` under hash `h`; `rehash` gives the hash of any slot when the index grows.
+    fn insert(&mut self, h: u64, id: u32, rehash: impl Fn(u32) -> u64) {
+        // At most 5/8 full, so probe runs stay short.
+        if (self.len + 1) * 8 > self.entries.len() * 5 {
+            let grown = vec![0; (self.entries.len() * 2).max(16)];
+            let old = std::mem::replace(&mut self.entries, grown);
+            for e in old.into_iter().filter(|e| *e != 0) {
+                self.place(rehash((e as u32) - 1), e);
+            }
+        }
+        self.place(h, ((h >> 32) << 32) | (id as u64 + 1));
+        self.len += 1;
+    }
+
+    fn place(&mut self, h: u64, entry: u64) {
+        let mask = self.mask();
+        let mut at = self.home(h);
+        while self.entries[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        self.entries[at] = entry;
+    }
+
+    /// Removes slot `id` (stored under hash `h`), moving later entries of its probe run back so
+    /// that no lookup stops early at the hole.
+    fn remove(&mut self, h: u64, id: u32) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let mask = self.mask();
+        let mut at = self.home(h);
+        loop {
+            let e = self.entries[at];
+            if e == 0 {
+                return;
+            }
+            if (e as u32).wrapping_sub(1) == id {
+                break;
+            }
+            at = (at + 1) & mask;
+        }
+        let mut hole = at;
+        let mut next = (at + 1) & mask;
+        loop {
+            let e = self.entries[next];
+            if e == 0 {
+                break;
+            }
+            let home = (e >> 32) as usize & mask;
+            // The entry may fill the hole when the hole lies between its home and where it is.
+            if next.wrapping_sub(hole) & mask <= next.wrapping_sub(home) & mask {
+                self.entries[hole] = e;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.entries[hole] = 0;
+        self.len -= 1;
+    }
+}
+
+/// Asks the processor to start loading `*p` into the cache (a hint: nothing is read).
+#[inline]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint that never faults and reads nothing observable; `p` is a
+        // valid reference anyway.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// How many rows ahead a batch's lookups prefetch their index entry ...
+pub const PREFETCH_ENTRY: usize = 16;
+/// ... and then, once that entry is cached, its slot.
+pub const PREFETCH_SLOT: usize = 8;
 
 /// Writes snapshot bytes.
 #[derive(Default)]
@@ -328,6 +478,58 @@ impl<'a> StateReader<'a> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// The index against a map, under random inserts and removals, with hashes drawn from a
+    /// few values so that probe runs are long, wrap around the end and share home positions.
+    #[test]
+    fn slot_index_agrees_with_a_map_under_collisions() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        use std::collections::HashMap;
+        for seed in 0..20u64 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut index = SlotIndex::default();
+            let mut model: HashMap<u32, u64> = HashMap::new();
+            let hash_of = |id: u32| -> u64 { ((id as u64 * 0x9e37_79b9) % 7) << 32 | 0xdead };
+            let mut next = 0u32;
+            for _ in 0..3000 {
+                if model.is_empty() || rng.random_range(0..3) > 0 {
+                    let id = next;
+                    next += 1;
+                    index.insert(hash_of(id), id, hash_of);
+                    model.insert(id, hash_of(id));
+                } else {
+                    let ids: Vec<u32> = model.keys().copied().collect();
+                    let id = ids[rng.random_range(0..ids.len())];
+                    index.remove(model[&id], id);
+                    model.remove(&id);
+                }
+                assert_eq!(index.len, model.len());
+            }
+            for id in 0..next {
+                let found = index.find(hash_of(id), |i| i == id);
+                assert_eq!(found.is_some(), model.contains_key(&id), "seed {seed}, id {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn keyed_store_with_long_keys_and_many_removals_keeps_every_key() {
+        let mut s: KeyedStore<usize> = KeyedStore::default();
+        let key = |i: usize| format!("{i:0>40}").into_bytes();
+        for i in 0..5000 {
+            s.insert(&key(i), i, 0);
+        }
+        for i in (0..5000).step_by(3) {
+            let id = s.find(&key(i)).expect("present");
+            s.remove(id);
+        }
+        for i in 0..5000 {
+            let found = s.find(&key(i)).and_then(|id| s.get(id)).map(|slot| slot.value);
+            assert_eq!(found, (i % 3 != 0).then_some(i), "key {i}");
+        }
+        assert_eq!(s.len(), 5000 - 5000usize.div_ceil(3));
+    }
 
     #[test]
     fn keyed_store_finds_reuses_and_sweeps_slots() {
