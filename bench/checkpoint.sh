@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checkpoint cost: runs bench/keyed_agg.sql (datagen -> GROUP BY -> blackhole) with checkpointing
 # off, every 10 s and every 1 s, for each key count in $KEYS_LIST, and prints one line per run:
-# keys, interval, seconds, rows/s, checkpoints taken, mean and largest checkpoint size, mean and
-# largest checkpoint duration, and the throughput relative to the run without checkpoints.
+# keys, interval, seconds, rows/s, CPU seconds (user + system), checkpoints taken, mean and largest
+# checkpoint size, mean and largest checkpoint duration, and the CPU cost relative to the run
+# without checkpoints (CPU seconds are steadier than wall time on a shared machine).
 #
 #   bench/checkpoint.sh                        # KEYS_LIST="100000 1000000", ROWS=20000000
 #   ROWS=5000000 KEYS_LIST=100000 bench/checkpoint.sh
@@ -29,8 +30,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 STATUS=0
 
-printf '%-9s %-8s %8s %12s %6s %12s %12s %9s %9s %9s\n' \
-    keys interval seconds rows/s ckpts mean_bytes max_bytes mean_ms max_ms vs_off
+printf '%-9s %-8s %8s %12s %8s %6s %12s %12s %9s %9s %9s\n' \
+    keys interval seconds rows/s cpu_s ckpts mean_bytes max_bytes mean_ms max_ms cpu_vs_off
 for keys in $KEYS_LIST; do
     base=""
     for interval in $INTERVALS; do
@@ -45,7 +46,7 @@ for keys in $KEYS_LIST; do
         fi
         sed -e "s/\${ROWS:-[0-9]*}/$ROWS/" -e "s/\${KEYS:-[0-9]*}/$keys/" bench/keyed_agg.sql >> "$sql"
         start=$(date +%s.%N)
-        RUST_LOG=info "$RSQL_BIN" -f "$sql" > "$WORK/out" 2>&1
+        RUST_LOG=info /usr/bin/time -f '%U %S' -o "$WORK/cpu" "$RSQL_BIN" -f "$sql" > "$WORK/out" 2>&1
         rc=$?
         end=$(date +%s.%N)
         if [ $rc -ne 0 ]; then
@@ -56,15 +57,16 @@ for keys in $KEYS_LIST; do
         fi
         secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
         rate=$(awk -v r="$ROWS" -v s="$secs" 'BEGIN { printf "%.0f", r / s }')
-        [ -z "$base" ] && [ "$interval" = off ] && base=$rate
+        cpu=$(awk '{ printf "%.2f", $1 + $2 }' "$WORK/cpu")
+        [ -z "$base" ] && [ "$interval" = off ] && base=$cpu
         # "checkpoint complete job=... id=N bytes=B ms=M path=..."
         stats=$(grep 'checkpoint complete' "$WORK/out" | sed -n 's/.* bytes=\([0-9]*\) ms=\([0-9]*\).*/\1 \2/p' |
             awk '{ n++; b += $1; if ($1 > mb) mb = $1; m += $2; if ($2 > mm) mm = $2 }
                  END { if (n) printf "%d %.0f %d %.0f %d", n, b / n, mb, m / n, mm; else print "0 - - - -" }')
-        vs=$(awk -v r="$rate" -v b="${base:-0}" 'BEGIN { if (b > 0) printf "%.2f", r / b; else print "-" }')
+        vs=$(awk -v c="$cpu" -v b="${base:-0}" 'BEGIN { if (b > 0) printf "%.2f", c / b; else print "-" }')
         read -r n mean_b max_b mean_ms max_ms <<< "$stats"
-        printf '%-9s %-8s %8s %12s %6s %12s %12s %9s %9s %9s\n' \
-            "$keys" "$interval" "$secs" "$rate" "$n" "$mean_b" "$max_b" "$mean_ms" "$max_ms" "$vs"
+        printf '%-9s %-8s %8s %12s %8s %6s %12s %12s %9s %9s %9s\n' \
+            "$keys" "$interval" "$secs" "$rate" "$cpu" "$n" "$mean_b" "$max_b" "$mean_ms" "$max_ms" "$vs"
     done
 done
 exit $STATUS
