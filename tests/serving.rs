@@ -17,6 +17,11 @@
 //! killed with SIGKILL twice while MariaDB changes and restarted from its checkpoints; the
 //! endpoint's table must end equal to MariaDB's, and nothing but committed transactions may have
 //! reached it.
+//!
+//! `a_bounded_exactly_once_job_ends_with_a_final_checkpoint`: a bounded datagen table -> an
+//! exactly-once starrocks sink with checkpoints; the job's last transaction is committed through
+//! its final checkpoint, every row is loaded once, and running the script again resumes from
+//! that checkpoint and loads nothing more.
 
 mod common;
 
@@ -237,6 +242,14 @@ fn lookup_join_reads_the_dimension_table() {
     mysql(&format!("DROP DATABASE {db}"));
 }
 
+/// A new, empty directory `<name>-<pid>` in the system's temporary one.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the work directory");
+    dir
+}
+
 #[test]
 fn exactly_once_survives_kills() {
     sh("scripts/mariadb.sh", &["start"], &[]);
@@ -249,9 +262,7 @@ fn exactly_once_survives_kills() {
         vec![TableSpec::new("flink_cdc", "orders", &["order_id", "order_revenue", "order_region", "customer_id"], &["order_id"])],
     )
     .expect("start the Stream Load endpoint");
-    let dir = std::env::temp_dir().join(format!("rsql-eo-{pid}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the work directory");
+    let dir = fresh_dir("rsql-eo");
     let script = dir.join("eo.sql");
     std::fs::write(
         &script,
@@ -358,4 +369,69 @@ fn double_write_plans_the_join_and_the_aggregate_once() {
     let off = run(&format!("SET 'table.optimizer.reuse-sub-plan-enabled' = 'false';\n{explain}"), "off");
     assert_eq!(off.matches("Join(joinType=[InnerJoin]").count(), 3, "{off}");
     assert_eq!(off.matches("GroupAggregate(").count(), 3, "{off}");
+}
+
+#[test]
+fn a_bounded_exactly_once_job_ends_with_a_final_checkpoint() {
+    use rsql_connectors::starrocks::endpoint::TxnState;
+    // No key: a row loaded twice would stay twice.
+    let ep = StreamLoadEndpoint::start("loader", "pw", vec![TableSpec::new("flink_cdc", "orders", &["order_id", "order_revenue", "order_region"], &[])])
+        .expect("start the Stream Load endpoint");
+    let dir = fresh_dir("rsql-eo-bounded");
+    let script = dir.join("bounded.sql");
+    let cp = dir.join("checkpoints");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'execution.checkpointing.interval' = '200ms';
+             SET 'execution.checkpointing.dir' = '{cp}';
+             SET 'pipeline.name' = 'eo_bounded';
+             CREATE TABLE gen (order_id INT NOT NULL, order_revenue FLOAT, order_region STRING) WITH (
+               'connector' = 'datagen', 'number-of-rows' = '2000', 'rows-per-second' = '2500',
+               'fields.order_id.kind' = 'sequence', 'fields.order_id.start' = '1', 'fields.order_id.end' = '2000',
+               'fields.order_region.length' = '8');
+             CREATE TABLE sr_orders (order_id INT, order_revenue FLOAT, order_region STRING) WITH (
+               'connector' = 'starrocks', 'jdbc-url' = 'jdbc:mysql://127.0.0.1:9030', 'load-url' = '{url}',
+               'database-name' = 'flink_cdc', 'table-name' = 'orders', 'username' = 'loader', 'password' = 'pw',
+               'sink.semantic' = 'exactly-once', 'sink.label-prefix' = 'eo_bounded', 'sink.retry.interval-ms' = '50');
+             INSERT INTO sr_orders SELECT * FROM gen;",
+            cp = cp.display(),
+            url = ep.load_url()
+        ),
+    )
+    .expect("write the script");
+    let script = script.display().to_string();
+    let run_to_the_end = || {
+        let mut job = Pipeline::start(&script, &[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = job.exited() {
+                assert!(status.success(), "rsql-client exited with {status}; endpoint breaches: {:?}", ep.violations());
+                break;
+            }
+            assert!(Instant::now() < deadline, "the bounded job did not end within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let ids = |ep: &StreamLoadEndpoint| {
+        let mut v: Vec<i64> = ep.rows("flink_cdc", "orders").iter().filter_map(|r| r[0].as_deref().and_then(|x| x.parse().ok())).collect();
+        v.sort();
+        v
+    };
+    let checkpoints = || std::fs::read_dir(cp.join("eo_bounded")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("chk-")).count()).unwrap_or(0);
+
+    run_to_the_end();
+    assert_eq!(ids(&ep), (1..=2000).collect::<Vec<_>>(), "every row exactly once");
+    let committed = ep.txn_labels(TxnState::Committed).len();
+    assert!(committed >= 2, "rows were committed at periodic checkpoints and at the final one: {committed}");
+    assert!(ep.txn_labels(TxnState::Prepared).is_empty() && ep.txn_labels(TxnState::Prepare).is_empty(), "nothing left open");
+    assert_eq!(checkpoints(), 1, "the final checkpoint is kept (num-retained 1)");
+
+    // Run again: it resumes from the final checkpoint, where every row has been read.
+    run_to_the_end();
+    assert_eq!(ids(&ep), (1..=2000).collect::<Vec<_>>(), "nothing loaded twice");
+    assert_eq!(ep.txn_labels(TxnState::Committed).len(), committed, "no transaction with rows after the resume");
+    assert_eq!(ep.violations(), Vec::<String>::new(), "breaches of the Stream Load contract");
+    assert!(ep.loads().is_empty(), "exactly-once loads only through transactions");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -172,6 +172,13 @@ pub trait Source: Send {
 /// `notify_checkpoint_complete` once the checkpoint is written. A sink that commits in two phases
 /// prepares at `snapshot` and commits at the notification; the defaults suit a sink for which a
 /// flush is enough.
+///
+/// At the end of a bounded input (every input ended by itself) in a job that checkpoints, the
+/// sink gets no `finish` right away: the job first takes a final checkpoint, which calls
+/// `snapshot` and, once it is stored, `notify_checkpoint_complete`, as any checkpoint does; then
+/// `finish` and `close`. So a two-phase sink commits its last rows only when a checkpoint that
+/// will not replay them exists. Without checkpoints `finish` follows the last `write`. When the
+/// job is stopped instead, `flush` and `close` are called, without `finish`.
 #[async_trait]
 pub trait Sink: Send {
     /// `checkpointing` says whether the job takes checkpoints; `restored` is what `snapshot`
@@ -190,7 +197,8 @@ pub trait Sink: Send {
         Ok(Vec::new())
     }
     /// Called instead of the final `flush` when every input has ended by itself (bounded input,
-    /// not a stop): nothing will be replayed, so a two-phase sink commits everything.
+    /// not a stop); with checkpoints, after the final checkpoint was stored and notified, so a
+    /// two-phase sink has committed everything by then. Nothing will be replayed.
     async fn finish(&mut self) -> Result<()> {
         self.flush().await
     }

@@ -13,6 +13,17 @@
 //! prepared. A node that has finished answers every later checkpoint with the state it finished
 //! with.
 //!
+//! The end of a bounded input, with checkpoints (Flink's final checkpoint, FLIP-147): sources and
+//! operators finish as they would without checkpoints, but a sink whose inputs have all ended
+//! does not commit yet. It tells the coordinator and waits; every checkpoint taken from then on
+//! asks it for its state directly (no barrier can reach it any more). Once every node has
+//! finished or waits so, the coordinator takes the final checkpoint at once. A waiting sink is
+//! notified of a checkpoint that holds its state from after the end as of any other checkpoint
+//! (`snapshot`, the checkpoint stored, `notify_checkpoint_complete`), and only then `finish`es and
+//! closes. A job stopped while a sink waits leaves without that: the sink flushes and closes as
+//! on a stop, and its rows since the last complete checkpoint are replayed on resume. Without
+//! checkpoints a sink `finish`es as soon as its inputs have ended.
+//!
 //! Watermarks and idleness (Flink's watermark status) travel between tasks as messages; a node
 //! combines those of its inputs in a valve (the smallest watermark over the inputs that are open
 //! and active). Operators that keep processing-time timers (watermark assigners) are woken on
@@ -30,7 +41,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, NodeState};
-use crate::connector::{Message, Source, SourceContext};
+use crate::connector::{Message, Sink, Source, SourceContext};
 use crate::graph::{JobGraph, NodeId, NodeKind};
 use crate::operators::aggregate::GroupAggregate;
 use crate::operators::calc::Calc;
@@ -244,6 +255,9 @@ enum Report {
     Node { id: u64, node: NodeId, bytes: Vec<u8> },
     /// `node` has finished; `bytes` stand for it in every later checkpoint.
     Finished { node: NodeId, bytes: Vec<u8> },
+    /// Every input of sink `node` has ended by itself: it waits for a checkpoint taken after
+    /// that, and is asked for its state in each checkpoint through `asks`.
+    Ended { node: NodeId, asks: mpsc::UnboundedSender<u64> },
 }
 
 /// What a completed checkpoint was.
@@ -279,21 +293,37 @@ struct Pending {
 impl Coordinator {
     async fn run(mut self) -> Result<()> {
         let mut finished: HashMap<NodeId, Vec<u8>> = HashMap::new();
+        // Sinks waiting for the checkpoint after the end of their inputs.
+        let mut ended: HashMap<NodeId, mpsc::UnboundedSender<u64>> = HashMap::new();
         let mut pending: Option<Pending> = None;
         let mut waiters: Vec<Waiter> = Vec::new();
         let mut failures = 0u32;
         let mut next_at = tokio::time::Instant::now() + self.opts.interval;
         let mut asap = false;
         loop {
+            // Every node has finished or is a sink waiting for it: the final checkpoint is due.
+            let final_due = !ended.is_empty()
+                && !*self.stop.borrow()
+                && (0..self.nodes.len()).all(|n| finished.contains_key(&n) || ended.contains_key(&n));
             let deadline = match &pending {
                 Some(p) => tokio::time::Instant::from_std(p.started + self.opts.timeout),
-                None if asap => tokio::time::Instant::now(),
+                None if asap || final_due => tokio::time::Instant::now(),
                 None => next_at,
             };
             tokio::select! {
                 r = self.reports.recv() => match r {
                     None => break,
-                    Some(Report::Finished { node, bytes }) => { finished.insert(node, bytes); }
+                    Some(Report::Finished { node, bytes }) => {
+                        ended.remove(&node);
+                        finished.insert(node, bytes);
+                    }
+                    Some(Report::Ended { node, asks }) => {
+                        // A checkpoint under way whose barrier can no longer reach the sink.
+                        if let Some(p) = pending.as_ref().filter(|p| !p.states.contains_key(&node)) {
+                            let _ = asks.send(p.id);
+                        }
+                        ended.insert(node, asks);
+                    }
                     Some(Report::Node { id, node, bytes }) => {
                         if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
                             p.states.insert(node, bytes);
@@ -336,7 +366,13 @@ impl Coordinator {
                             let id = self.next_id;
                             self.next_id += 1;
                             pending = Some(Pending { id, started: Instant::now(), states: HashMap::new() });
+                            if final_due {
+                                info!(job = %self.opts.job, id, "every input has ended: taking the final checkpoint");
+                            }
                             let _ = self.trigger.send(id);
+                            for asks in ended.values() {
+                                let _ = asks.send(id);
+                            }
                         }
                     }
                 }
@@ -772,10 +808,13 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                 let restored = saved(id).map(|b| b.to_vec());
                 let mut completed = completed_rx.clone();
                 let checkpointed = reporter.is_some();
-                let stop = stop_rx.clone();
+                let mut stop = stop_rx.clone();
                 tasks.spawn(async move {
                     sink.open(checkpointed, restored.as_deref()).await.map_err(|e| with_context(e, &label))?;
                     let mut completed_open = checkpointed;
+                    // What the sink saved at its latest snapshot; it stands for the sink once it
+                    // has finished.
+                    let mut saved_state = Vec::new();
                     loop {
                         let next = tokio::select! {
                             n = inputs.take() => n,
@@ -797,22 +836,29 @@ pub fn start_job(graph: &JobGraph, opts: &JobOptions) -> Result<RunningJob> {
                             }
                             Next::Msg(..) => {}
                             Next::Aligned(cp) => {
-                                let bytes = sink.snapshot(cp).await.map_err(|e| with_context(e, &label))?;
+                                saved_state = sink.snapshot(cp).await.map_err(|e| with_context(e, &label))?;
                                 if let Some(rep) = &reporter {
-                                    let _ = rep.send(Report::Node { id: cp, node: id, bytes });
+                                    let _ = rep.send(Report::Node { id: cp, node: id, bytes: saved_state.clone() });
                                 }
                             }
                             Next::Done => break,
                         }
                     }
-                    if *stop.borrow() {
-                        sink.flush().await.map_err(|e| with_context(e, &label))?;
-                    } else {
+                    // The inputs ended by themselves (not a stop): with checkpoints, commit only
+                    // through a checkpoint taken after the end.
+                    let mut finish = !*stop.borrow();
+                    if let (true, Some(rep)) = (finish, &reporter) {
+                        let mut ctx = FinalCheckpoint { node: id, reports: rep, completed: &mut completed, stop: &mut stop, state: &mut saved_state };
+                        finish = ctx.wait(&mut *sink).await.map_err(|e| with_context(e, &label))?;
+                    }
+                    if finish {
                         sink.finish().await.map_err(|e| with_context(e, &label))?;
+                    } else {
+                        sink.flush().await.map_err(|e| with_context(e, &label))?;
                     }
                     sink.close().await.map_err(|e| with_context(e, &label))?;
                     if let Some(rep) = &reporter {
-                        let _ = rep.send(Report::Finished { node: id, bytes: Vec::new() });
+                        let _ = rep.send(Report::Finished { node: id, bytes: saved_state });
                     }
                     Ok(())
                 });
@@ -1013,6 +1059,53 @@ async fn emit_generated(op: &mut dyn Operator, out: &mut Vec<ChangeBatch>, outpu
     Ok(())
 }
 
+/// A sink whose inputs have all ended by themselves, in a job that checkpoints, waiting for the
+/// checkpoint that commits its last rows.
+struct FinalCheckpoint<'a> {
+    node: NodeId,
+    reports: &'a mpsc::UnboundedSender<Report>,
+    completed: &'a mut watch::Receiver<u64>,
+    stop: &'a mut watch::Receiver<bool>,
+    /// The sink's latest snapshot, updated here.
+    state: &'a mut Vec<u8>,
+}
+
+impl FinalCheckpoint<'_> {
+    /// Tells the coordinator, answers the checkpoints it asks for with `snapshot`, passes on
+    /// completions with `notify_checkpoint_complete`, and returns true once a checkpoint holding
+    /// a snapshot from after the end is stored and notified; false when the job is stopped (or
+    /// its coordinator gone) first.
+    async fn wait(&mut self, sink: &mut dyn Sink) -> Result<bool> {
+        let (asks_tx, mut asks) = mpsc::unbounded_channel();
+        if self.reports.send(Report::Ended { node: self.node, asks: asks_tx }).is_err() {
+            return Ok(false);
+        }
+        let mut first_after_end: Option<u64> = None;
+        loop {
+            tokio::select! {
+                biased;
+                ask = asks.recv() => {
+                    let Some(cp) = ask else { return Ok(false) };
+                    *self.state = sink.snapshot(cp).await?;
+                    let _ = self.reports.send(Report::Node { id: cp, node: self.node, bytes: self.state.clone() });
+                    first_after_end.get_or_insert(cp);
+                }
+                r = self.completed.changed() => {
+                    if r.is_err() {
+                        return Ok(false);
+                    }
+                    let cp = *self.completed.borrow_and_update();
+                    sink.notify_checkpoint_complete(cp).await?;
+                    if first_after_end.is_some_and(|first| cp >= first) {
+                        return Ok(true);
+                    }
+                }
+                _ = async { self.stop.wait_for(|stopping| *stopping).await.map(|_| ()) } => return Ok(false),
+            }
+        }
+    }
+}
+
 fn with_context(e: RsqlError, label: &str) -> RsqlError {
     match e {
         RsqlError::Execution(m) => RsqlError::Execution(format!("sink {label}: {m}")),
@@ -1053,5 +1146,198 @@ mod tests {
         assert_eq!(v.status_change(&[false, false]), Some(false));
         assert_eq!(v.status_change(&[true, false]), Some(true), "the active input ended; the other is idle");
         assert_eq!(v.status_change(&[true, true]), Some(false), "nothing open: not idle");
+    }
+}
+
+/// The order in which a sink is called at the end of a bounded input.
+#[cfg(test)]
+mod final_checkpoint_tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use rsql_common::arrow::array::Int32Array;
+    use rsql_common::arrow::datatypes::{DataType, Field, Schema};
+    use rsql_common::arrow::record_batch::RecordBatch;
+    use rsql_common::{ChangeBatch, Result};
+
+    use super::{start_job, CheckpointOptions, JobOptions};
+    use crate::checkpoint::CheckpointStore;
+    use crate::connector::Sink;
+    use crate::graph::JobGraph;
+    use crate::testing::{BatchFeed, MemoryStore};
+
+    /// Writes down every call; at a notification, whether that checkpoint is stored already.
+    struct Recording {
+        calls: Arc<Mutex<Vec<String>>>,
+        store: Arc<MemoryStore>,
+    }
+
+    impl Recording {
+        fn note(&self, call: String) {
+            if let Ok(mut c) = self.calls.lock() {
+                c.push(call);
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Sink for Recording {
+        async fn open(&mut self, checkpointing: bool, restored: Option<&[u8]>) -> Result<()> {
+            let restored = restored.map(|b| String::from_utf8_lossy(b).to_string());
+            self.note(format!("open checkpointing={checkpointing} restored={restored:?}"));
+            Ok(())
+        }
+        async fn write(&mut self, batch: ChangeBatch) -> Result<()> {
+            self.note(format!("write {}", batch.num_rows()));
+            Ok(())
+        }
+        async fn flush(&mut self) -> Result<()> {
+            self.note("flush".into());
+            Ok(())
+        }
+        async fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+            self.note(format!("snapshot {checkpoint}"));
+            Ok(format!("state {checkpoint}").into_bytes())
+        }
+        async fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<()> {
+            let stored = self.store.ids().contains(&checkpoint);
+            self.note(format!("notify {checkpoint} stored={stored}"));
+            Ok(())
+        }
+        async fn finish(&mut self) -> Result<()> {
+            self.note("finish".into());
+            Ok(())
+        }
+        async fn close(&mut self) -> Result<()> {
+            self.note("close".into());
+            Ok(())
+        }
+    }
+
+    fn batches(n: i32) -> Vec<ChangeBatch> {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        (0..n)
+            .map(|i| ChangeBatch::inserts(RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![i]))]).unwrap()))
+            .collect()
+    }
+
+    fn job(feed: BatchFeed, calls: &Arc<Mutex<Vec<String>>>, store: &Arc<MemoryStore>) -> JobGraph {
+        let (calls, store) = (calls.clone(), store.clone());
+        feed.into_sink(Arc::new(move || Ok(Box::new(Recording { calls: calls.clone(), store: store.clone() }) as Box<dyn Sink>))).unwrap()
+    }
+
+    fn checkpointing(store: &Arc<MemoryStore>) -> JobOptions {
+        let store: Arc<dyn CheckpointStore> = store.clone();
+        let restore = store.latest().unwrap();
+        JobOptions {
+            checkpoint: Some(CheckpointOptions {
+                job: "final".into(),
+                // Only the checkpoints the test asks for, and the final one.
+                interval: Duration::from_secs(3600),
+                timeout: Duration::from_secs(30),
+                tolerable_failures: 0,
+                store,
+                restore,
+            }),
+            ..JobOptions::default()
+        }
+    }
+
+    fn taken(calls: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+        std::mem::take(&mut *calls.lock().unwrap())
+    }
+
+    #[tokio::test]
+    async fn with_checkpoints_the_sink_commits_through_a_final_checkpoint_then_finishes() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::new(MemoryStore::default());
+        let (feed, release) = BatchFeed::new(batches(4)).hold_after(2);
+        let running = start_job(&job(feed, &calls, &store), &checkpointing(&store)).unwrap();
+        // Checkpoint 1 while the source still runs (it holds after two batches).
+        let handle = running.checkpoint_handle().unwrap();
+        assert_eq!(handle.checkpoint().await.unwrap().id, 1);
+        while !calls.lock().unwrap().iter().any(|c| c.starts_with("notify 1")) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        release.send(true).unwrap();
+        running.wait().await.unwrap();
+        assert_eq!(
+            taken(&calls),
+            [
+                "open checkpointing=true restored=None",
+                "write 1",
+                "write 1",
+                "snapshot 1",
+                "notify 1 stored=true",
+                "write 1",
+                "write 1",
+                "snapshot 2",
+                "notify 2 stored=true",
+                "finish",
+                "close",
+            ]
+        );
+        assert_eq!(store.ids(), [1, 2]);
+        let last = store.get(2).unwrap();
+        assert_eq!(last.node(0).unwrap().bytes, 4u64.to_le_bytes(), "the source's position after its last batch");
+        assert_eq!(last.node(1).unwrap().bytes, b"state 2");
+
+        // Resumed from its final checkpoint, the job reads nothing and ends the same way.
+        let running = start_job(&job(BatchFeed::new(batches(4)), &calls, &store), &checkpointing(&store)).unwrap();
+        running.wait().await.unwrap();
+        assert_eq!(
+            taken(&calls),
+            ["open checkpointing=true restored=Some(\"state 2\")", "snapshot 3", "notify 3 stored=true", "finish", "close"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_under_way_at_the_end_asks_the_waiting_sink() {
+        // Checkpoints every millisecond over a quick feed: some are under way when the input
+        // ends. Whatever the interleaving, the sink ends with snapshot, notify, finish, close, and
+        // the last checkpoint stored holds its snapshot from after the end.
+        for round in 0..20 {
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let store = Arc::new(MemoryStore::default());
+            let mut opts = checkpointing(&store);
+            if let Some(c) = opts.checkpoint.as_mut() {
+                c.interval = Duration::from_millis(1);
+            }
+            let feed = BatchFeed::new(batches(20)).pause(Duration::from_micros(300));
+            start_job(&job(feed, &calls, &store), &opts).unwrap().wait().await.unwrap();
+            let calls = taken(&calls);
+            let n = calls.len();
+            let last = *store.ids().last().unwrap();
+            assert_eq!(calls[n - 4..], [format!("snapshot {last}"), format!("notify {last} stored=true"), "finish".into(), "close".into()], "round {round}: {calls:?}");
+            assert_eq!(calls.iter().filter(|c| c.starts_with("write")).count(), 20);
+            let last_write = calls.iter().rposition(|c| c.starts_with("write")).unwrap();
+            assert!(calls[last_write..].iter().any(|c| c == &format!("snapshot {last}")));
+            assert_eq!(store.get(last).unwrap().node(1).unwrap().bytes, format!("state {last}").into_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn without_checkpoints_the_sink_finishes_after_its_last_write() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::new(MemoryStore::default());
+        start_job(&job(BatchFeed::new(batches(3)), &calls, &store), &JobOptions::default()).unwrap().wait().await.unwrap();
+        assert_eq!(taken(&calls), ["open checkpointing=false restored=None", "write 1", "write 1", "write 1", "finish", "close"]);
+        assert!(store.ids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_job_flushes_without_finishing() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::new(MemoryStore::default());
+        let (feed, _release) = BatchFeed::new(batches(3)).hold_after(1);
+        let running = start_job(&job(feed, &calls, &store), &checkpointing(&store)).unwrap();
+        while !calls.lock().unwrap().iter().any(|c| c.starts_with("write")) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        running.stop();
+        running.wait().await.unwrap();
+        assert_eq!(taken(&calls), ["open checkpointing=true restored=None", "write 1", "flush", "close"]);
+        assert!(store.ids().is_empty(), "no checkpoint after a stop");
     }
 }

@@ -8,6 +8,7 @@ pub mod executor;
 pub mod graph;
 pub mod operators;
 pub mod source_status;
+pub mod testing;
 
 pub use connector::{
     ChangelogMode, ConnectorFactory, ConnectorRegistry, LookupFunction, Message, ProducedColumn, Sink, Source, SourceContext,

@@ -26,8 +26,10 @@
 //! on restore they are committed (a commit of a committed label is answered OK) and the
 //! transactions begun after the restored checkpoint (labels `n+1` ..
 //! `n+sink.exactly-once.check-num-lingering-txn`) are rolled back, which frees their labels for
-//! the replay. At the end of a bounded input the last transaction is prepared and committed at
-//! once; when the job stops, the open transaction is rolled back (its rows are replayed on resume).
+//! the replay. At the end of a bounded input the job takes a final checkpoint: the last
+//! transaction is prepared at it and committed once it is stored, like every other, so a crash at
+//! any moment of the end neither loses nor loads rows twice; when the job stops, the open
+//! transaction is rolled back (its rows are replayed on resume).
 
 use crate::background::{spawn_interval_flusher, ErrorSlot, IntervalBuffer};
 use std::sync::Arc;
@@ -439,6 +441,9 @@ impl Sink for StarRocksSink {
         self.shared.lock().await.commit_through(checkpoint).await
     }
 
+    /// Exactly-once: called after the final checkpoint was stored and committed, so nothing is
+    /// left open; a transaction still open (rows written after the final snapshot) is committed
+    /// here as the last step of a bounded input.
     async fn finish(&mut self) -> Result<()> {
         if !self.cfg.exactly_once {
             return self.flush().await;
@@ -764,7 +769,8 @@ mod tests {
         assert_eq!(ep.txn_state(&stale[0]), Some(TxnState::Prepared), "the label is used again after its rollback");
         s.notify_checkpoint_complete(2).await.unwrap();
         assert_eq!(ids(&ep), vec![0, 1, 2, 3]);
-        // Stopping rolls back the rows after the last checkpoint; a bounded end commits them.
+        // Stopping rolls back the rows after the last checkpoint; `finish` (after the final
+        // checkpoint of a bounded input) commits whatever is still open.
         s.write(inserts(4..5)).await.unwrap();
         s.flush().await.unwrap();
         s.close().await.unwrap();
@@ -777,6 +783,152 @@ mod tests {
         s.close().await.unwrap();
         assert_eq!(ids(&ep), vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(ep.violations(), Vec::<String>::new());
+    }
+
+    /// Where a bounded job dies during its end: after the final checkpoint's prepare (the
+    /// checkpoint is not stored), after it is stored (before the commit), or after the commit
+    /// (before the job exits).
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum KillAt {
+        Prepared,
+        Stored,
+        Committed,
+    }
+
+    /// The exactly-once sink of a job that dies at `kill_at` of checkpoint `final_id`: the call
+    /// that would come next never returns, `reached` is told, and the test drops the job.
+    struct Dying {
+        inner: StarRocksSink,
+        kill_at: KillAt,
+        final_id: u64,
+        reached: Arc<tokio::sync::Notify>,
+    }
+
+    impl Dying {
+        async fn die(&self) -> ! {
+            self.reached.notify_one();
+            std::future::pending().await
+        }
+    }
+
+    #[async_trait]
+    impl Sink for Dying {
+        async fn open(&mut self, checkpointing: bool, restored: Option<&[u8]>) -> Result<()> {
+            self.inner.open(checkpointing, restored).await
+        }
+        async fn write(&mut self, batch: ChangeBatch) -> Result<()> {
+            self.inner.write(batch).await
+        }
+        async fn flush(&mut self) -> Result<()> {
+            self.inner.flush().await
+        }
+        async fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+            let state = self.inner.snapshot(checkpoint).await?;
+            if self.kill_at == KillAt::Prepared && checkpoint >= self.final_id {
+                self.die().await;
+            }
+            Ok(state)
+        }
+        async fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<()> {
+            if self.kill_at == KillAt::Stored && checkpoint >= self.final_id {
+                self.die().await;
+            }
+            self.inner.notify_checkpoint_complete(checkpoint).await
+        }
+        async fn finish(&mut self) -> Result<()> {
+            if self.kill_at == KillAt::Committed {
+                self.die().await;
+            }
+            self.inner.finish().await
+        }
+        async fn close(&mut self) -> Result<()> {
+            self.inner.close().await
+        }
+    }
+
+    /// A sink factory handing out `sink` once.
+    fn once(sink: Box<dyn Sink>) -> rsql_runtime::graph::SinkFactoryFn {
+        let slot = std::sync::Mutex::new(Some(sink));
+        Arc::new(move || {
+            slot.lock().ok().and_then(|mut s| s.take()).ok_or_else(|| RsqlError::execution("the test sink was created twice"))
+        })
+    }
+
+    fn job_options(store: &Arc<rsql_runtime::testing::MemoryStore>) -> rsql_runtime::JobOptions {
+        use rsql_runtime::checkpoint::CheckpointStore;
+        let store: Arc<dyn CheckpointStore> = store.clone();
+        let restore = store.latest().unwrap();
+        rsql_runtime::JobOptions {
+            checkpoint: Some(rsql_runtime::CheckpointOptions {
+                job: "eo".into(),
+                // Only checkpoint 1 (asked for) and the final one.
+                interval: Duration::from_secs(3600),
+                timeout: Duration::from_secs(30),
+                tolerable_failures: 0,
+                store,
+                restore,
+            }),
+            ..rsql_runtime::JobOptions::default()
+        }
+    }
+
+    /// A bounded job (four batches of three rows) into an exactly-once sink, killed during its
+    /// final checkpoint at each of the three points, then restarted from the newest stored
+    /// checkpoint: every row is loaded exactly once (the table has no key, so a row loaded
+    /// twice would show), and the rows of the last transaction are visible only once the final
+    /// checkpoint is stored and committed.
+    #[tokio::test]
+    async fn a_bounded_job_killed_during_its_final_checkpoint_loads_every_row_once() {
+        use rsql_runtime::testing::{BatchFeed, MemoryStore};
+        let feed = || BatchFeed::new(vec![inserts(0..3), inserts(3..6), inserts(6..9), inserts(9..12)]);
+        for kill_at in [KillAt::Prepared, KillAt::Stored, KillAt::Committed] {
+            let ep = endpoint(false);
+            let store = Arc::new(MemoryStore::default());
+            let reached = Arc::new(tokio::sync::Notify::new());
+            let dying = Dying { inner: eo_sink(&ep, false, &[]), kill_at, final_id: 2, reached: reached.clone() };
+            let (held, release) = feed().hold_after(2);
+            let running = rsql_runtime::start_job(&held.into_sink(once(Box::new(dying))).unwrap(), &job_options(&store)).unwrap();
+            // Checkpoint 1 while the source holds after two batches; its transaction commits.
+            let handle = running.checkpoint_handle().unwrap();
+            assert_eq!(handle.checkpoint().await.unwrap().id, 1);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ids(&ep) != (0..6).collect::<Vec<_>>() {
+                assert!(Instant::now() < deadline, "{kill_at:?}: checkpoint 1 was not committed: {:?}", ids(&ep));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            release.send(true).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), reached.notified()).await.expect("the final checkpoint was not reached");
+            drop(running); // killed
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            match kill_at {
+                KillAt::Prepared => {
+                    assert_eq!(store.ids(), [1], "the final checkpoint was not stored");
+                    assert_eq!(ids(&ep), (0..6).collect::<Vec<_>>());
+                    assert_eq!(ep.txn_labels(TxnState::Prepared).len(), 1);
+                }
+                KillAt::Stored => {
+                    assert_eq!(store.ids(), [1, 2]);
+                    assert_eq!(ids(&ep), (0..6).collect::<Vec<_>>(), "stored but not committed: the last rows are not visible");
+                    assert_eq!(ep.txn_labels(TxnState::Prepared).len(), 1);
+                }
+                KillAt::Committed => {
+                    assert_eq!(store.ids(), [1, 2]);
+                    assert_eq!(ids(&ep), (0..12).collect::<Vec<_>>());
+                    assert!(ep.txn_labels(TxnState::Prepared).is_empty());
+                }
+            }
+
+            // Restarted from the newest stored checkpoint, with a fresh sink and source.
+            let restarted = rsql_runtime::start_job(&feed().into_sink(once(Box::new(eo_sink(&ep, false, &[])))).unwrap(), &job_options(&store));
+            restarted.unwrap().wait().await.unwrap();
+            assert_eq!(ids(&ep), (0..12).collect::<Vec<_>>(), "{kill_at:?}: every row exactly once");
+            assert!(ep.txn_labels(TxnState::Prepared).is_empty() && ep.txn_labels(TxnState::Prepare).is_empty(), "{kill_at:?}");
+            assert_eq!(ep.txn_labels(TxnState::Committed).len(), 2, "{kill_at:?}: one transaction per checkpoint with rows");
+            let last = *store.ids().last().unwrap();
+            assert!(last > 2, "{kill_at:?}: the restarted job took its own final checkpoint ({:?})", store.ids());
+            assert_eq!(ep.violations(), Vec::<String>::new());
+            assert!(ep.loads().is_empty(), "exactly-once loads only through transactions");
+        }
     }
 
     #[tokio::test]
