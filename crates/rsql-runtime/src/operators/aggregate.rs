@@ -32,32 +32,10 @@ enum Numeric {
     Decimal(u8, i8),
 }
 
-/// A 128-bit integer sum kept as two words, so that it does not raise the accumulator's
-/// alignment (and size) to 16 bytes: every group stores one accumulator per call.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Wide {
-    lo: u64,
-    hi: i64,
-}
-
-impl Wide {
-    fn get(self) -> i128 {
-        ((self.hi as i128) << 64) | self.lo as i128
-    }
-
-    fn from(v: i128) -> Wide {
-        Wide { lo: v as u64, hi: (v >> 64) as i64 }
-    }
-
-    fn add(&mut self, v: i128) {
-        *self = Wide::from(self.get().wrapping_add(v));
-    }
-}
-
 #[derive(Clone, Debug)]
 enum Acc {
     Count(i64),
-    SumInt { sum: Wide, n: i64 },
+    SumInt { sum: i128, n: i64 },
     SumFloat { sum: f64, n: i64 },
     /// Value bytes (row format, so ordered as the values) -> how many times present.
     Ordered(BTreeMap<Vec<u8>, i64>),
@@ -98,7 +76,7 @@ struct GroupState {
     epoch: u64,
     accs: Box<[Acc]>,
     /// Per aggregate call (empty when no call is DISTINCT): for DISTINCT calls, value -> count.
-    distinct: Box<[Option<HashMap<Vec<u8>, i64>>]>,
+    distinct: Vec<Option<HashMap<Vec<u8>, i64>>>,
 }
 
 /// How a call's result is collected for output.
@@ -286,7 +264,7 @@ impl GroupAggregate {
                 match (&c.call.func, c.numeric) {
                     (AggFunc::Count | AggFunc::CountStar, _) => Acc::Count(0),
                     (AggFunc::Sum | AggFunc::Avg, Some(Numeric::Float)) => Acc::SumFloat { sum: 0.0, n: 0 },
-                    (AggFunc::Sum | AggFunc::Avg, _) => Acc::SumInt { sum: Wide::default(), n: 0 },
+                    (AggFunc::Sum | AggFunc::Avg, _) => Acc::SumInt { sum: 0, n: 0 },
                     (AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue, _) if c.kept_numeric == Some(Numeric::Int) => {
                         Acc::KeptInt { v: None, rule }
                     }
@@ -303,7 +281,7 @@ impl GroupAggregate {
         let distinct = if self.calls.iter().any(|c| c.call.distinct) {
             self.calls.iter().map(|c| if c.call.distinct { Some(HashMap::new()) } else { None }).collect()
         } else {
-            Box::default()
+            Vec::new()
         };
         GroupState { count: 0, epoch: 0, accs, distinct }
     }
@@ -350,9 +328,9 @@ impl GroupAggregate {
                 (OutCol::Int(v), Acc::SumInt { n: 0, .. }) => v.push(None),
                 (OutCol::Int(v), Acc::SumInt { sum, n }) => v.push(Some(if c.call.func == AggFunc::Avg {
                     // Flink's AVG over integers is an integer (truncated).
-                    (sum.get() / *n as i128) as i64
+                    (*sum / *n as i128) as i64
                 } else {
-                    sum.get() as i64
+                    *sum as i64
                 })),
                 (OutCol::Int(v), Acc::KeptInt { v: x, .. }) => v.push(*x),
                 (OutCol::Float(v), Acc::SumFloat { n: 0, .. }) => v.push(None),
@@ -377,17 +355,16 @@ impl GroupAggregate {
             (Acc::SumInt { sum, n }, AggFunc::Avg) => match c.numeric {
                 Some(Numeric::Decimal(_, s)) => match ot {
                     DataType::Decimal128(op, os) => {
-                        let sum = sum.get();
-                        let scaled = sum.checked_mul(10i128.pow((*os - s).max(0) as u32)).unwrap_or(sum);
+                        let scaled = sum.checked_mul(10i128.pow((*os - s).max(0) as u32)).unwrap_or(*sum);
                         ScalarValue::Decimal128(Some(scaled / *n as i128), *op, *os)
                     }
-                    _ => ScalarValue::Float64(Some(sum.get() as f64 / 10f64.powi(s as i32) / *n as f64)),
+                    _ => ScalarValue::Float64(Some(*sum as f64 / 10f64.powi(s as i32) / *n as f64)),
                 },
-                _ => ScalarValue::Int64(Some((sum.get() / *n as i128) as i64)),
+                _ => ScalarValue::Int64(Some((*sum / *n as i128) as i64)),
             },
             (Acc::SumInt { sum, .. }, _) => match c.numeric {
-                Some(Numeric::Decimal(p, s)) => ScalarValue::Decimal128(Some(sum.get()), p.max(38), s),
-                _ => ScalarValue::Int64(Some(sum.get() as i64)),
+                Some(Numeric::Decimal(p, s)) => ScalarValue::Decimal128(Some(*sum), p.max(38), s),
+                _ => ScalarValue::Int64(Some(*sum as i64)),
             },
             (Acc::SumFloat { sum, n }, AggFunc::Avg) => ScalarValue::Float64(Some(*sum / *n as f64)),
             (Acc::SumFloat { sum, .. }, _) => ScalarValue::Float64(Some(*sum)),
@@ -522,7 +499,7 @@ fn apply(acc: &mut Acc, arg: &Arg, i: usize, w: i64) {
     match (acc, arg) {
         (Acc::Count(n), _) => *n += w,
         (Acc::SumInt { sum, n }, Arg::Int(a)) => {
-            sum.add(a.value(i) as i128 * w as i128);
+            *sum += a.value(i) as i128 * w as i128;
             *n += w;
         }
         (Acc::SumFloat { sum, n }, Arg::Float(a)) => {
@@ -546,7 +523,7 @@ fn apply(acc: &mut Acc, arg: &Arg, i: usize, w: i64) {
             }
         }
         (Acc::SumInt { sum, n }, Arg::Decimal(a)) => {
-            sum.add(a.value(i).wrapping_mul(w as i128));
+            *sum += a.value(i) * w as i128;
             *n += w;
         }
         (Acc::Kept { v, rule }, Arg::Plain(a) | Arg::Bytes(_, a)) => {
@@ -772,7 +749,7 @@ impl Operator for GroupAggregate {
                     },
                     Acc::Count(n) => w.i64(*n),
                     Acc::SumInt { sum, n } => {
-                        w.bytes(&sum.get().to_le_bytes());
+                        w.bytes(&sum.to_le_bytes());
                         w.i64(*n);
                     }
                     Acc::SumFloat { sum, n } => {
@@ -848,7 +825,7 @@ impl Operator for GroupAggregate {
                     Acc::SumInt { sum, n } => {
                         let b = r.bytes()?;
                         let arr: [u8; 16] = b.try_into().map_err(|_| corrupt())?;
-                        *sum = Wide::from(i128::from_le_bytes(arr));
+                        *sum = i128::from_le_bytes(arr);
                         *n = r.i64()?;
                     }
                     Acc::SumFloat { sum, n } => {
