@@ -4,8 +4,10 @@
 
 use std::io::Write;
 
-use rsql_common::arrow::array::Array;
-use rsql_common::arrow::datatypes::SchemaRef;
+use std::fmt::Write as _;
+
+use rsql_common::arrow::array::{Array, AsArray};
+use rsql_common::arrow::datatypes::{DataType, SchemaRef};
 use rsql_common::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rsql_common::{ChangeBatch, RowKind};
 
@@ -42,6 +44,8 @@ pub fn boxed(headers: &[String], rows: &[Vec<String>]) -> String {
 }
 
 /// Formats every row of a batch as strings (NULL as `<NULL>`, as Flink's client shows it).
+/// ARRAY, MAP and ROW values render as Flink casts them to STRING: `[a, b]`, `{k=1, j=null}`,
+/// `(1, x)`, with `null` for a NULL inside.
 pub fn rows_of(batch: &ChangeBatch) -> Vec<Vec<String>> {
     let opts = FormatOptions::default().with_null("<NULL>");
     let fmts: Vec<_> = batch.data.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect();
@@ -50,13 +54,89 @@ pub fn rows_of(batch: &ChangeBatch) -> Vec<Vec<String>> {
             fmts.iter()
                 .zip(batch.data.columns())
                 .map(|(f, c)| match f {
-                    Ok(f) if c.is_valid(i) => f.value(i).to_string(),
-                    Ok(_) => "<NULL>".to_string(),
+                    _ if !c.is_valid(i) => "<NULL>".to_string(),
+                    _ if is_nested(c.data_type()) => {
+                        let mut s = String::new();
+                        write_nested(&mut s, c.as_ref(), i);
+                        s
+                    }
+                    Ok(f) => f.value(i).to_string(),
                     Err(_) => "?".to_string(),
                 })
                 .collect()
         })
         .collect()
+}
+
+fn is_nested(dt: &DataType) -> bool {
+    matches!(dt, DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) | DataType::Map(..) | DataType::Struct(_))
+}
+
+/// Appends one value the way Flink's cast to STRING writes it (what its SQL client shows).
+fn write_nested(out: &mut String, arr: &dyn Array, i: usize) {
+    if arr.is_null(i) {
+        out.push_str("null");
+        return;
+    }
+    let elements = |out: &mut String, values: &dyn Array, open: char, close: char| {
+        out.push(open);
+        for k in 0..values.len() {
+            if k > 0 {
+                out.push_str(", ");
+            }
+            write_nested(out, values, k);
+        }
+        out.push(close);
+    };
+    match arr.data_type() {
+        DataType::List(_) => elements(out, arr.as_list::<i32>().value(i).as_ref(), '[', ']'),
+        DataType::LargeList(_) => elements(out, arr.as_list::<i64>().value(i).as_ref(), '[', ']'),
+        DataType::FixedSizeList(..) => elements(out, arr.as_fixed_size_list().value(i).as_ref(), '[', ']'),
+        DataType::Map(..) => {
+            let entries = arr.as_map().value(i);
+            out.push('{');
+            for k in 0..entries.len() {
+                if k > 0 {
+                    out.push_str(", ");
+                }
+                write_nested(out, entries.column(0).as_ref(), k);
+                out.push('=');
+                write_nested(out, entries.column(1).as_ref(), k);
+            }
+            out.push('}');
+        }
+        DataType::Struct(_) => {
+            out.push('(');
+            for (k, field) in arr.as_struct().columns().iter().enumerate() {
+                if k > 0 {
+                    out.push_str(", ");
+                }
+                write_nested(out, field.as_ref(), i);
+            }
+            out.push(')');
+        }
+        _ => match ArrayFormatter::try_new(arr, &FormatOptions::default()) {
+            Ok(f) => {
+                let _ = write!(out, "{}", f.value(i));
+            }
+            Err(_) => out.push('?'),
+        },
+    }
+}
+
+/// Flink's `sql-client.display.max-column-width`: the width of a streamed ARRAY, MAP or ROW
+/// column (at least its name's); longer values are cut to it, ending in `...`.
+const NESTED_COLUMN_WIDTH: usize = 30;
+
+/// `value` cut to `width` characters, its end replaced by `...`, as Flink's tableau does.
+fn fit(value: &str, width: usize) -> String {
+    if value.chars().count() <= width {
+        return value.to_string();
+    }
+    let keep = width.saturating_sub(3);
+    let mut s: String = value.chars().take(keep).collect();
+    s.push_str(&".".repeat(width - keep));
+    s
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +163,8 @@ pub struct ResultPrinter {
     headers: Vec<String>,
     with_op: bool,
     widths: Vec<usize>,
+    /// Columns of a fixed width whose longer values are cut (ARRAY, MAP and ROW columns).
+    fixed: Vec<bool>,
     header_printed: bool,
     /// Materialized rows for 'table' mode.
     rows: Vec<Vec<String>>,
@@ -99,8 +181,16 @@ impl ResultPrinter {
         if with_op {
             headers.insert(0, "op".to_string());
         }
-        let widths = headers.iter().map(|h| h.chars().count().max(12)).collect();
-        ResultPrinter { mode, headers, with_op, widths, header_printed: false, rows: Vec::new(), received: 0, live: false, last_draw: None }
+        let mut fixed: Vec<bool> = schema.fields().iter().map(|f| is_nested(f.data_type())).collect();
+        if with_op {
+            fixed.insert(0, false);
+        }
+        let widths = headers
+            .iter()
+            .zip(&fixed)
+            .map(|(h, nested)| h.chars().count().max(if *nested { NESTED_COLUMN_WIDTH } else { 12 }))
+            .collect();
+        ResultPrinter { mode, headers, with_op, widths, fixed, header_printed: false, rows: Vec::new(), received: 0, live: false, last_draw: None }
     }
 
     /// In 'table' mode, redraw the table on the terminal as rows change.
@@ -155,8 +245,13 @@ impl ResultPrinter {
                     if self.with_op {
                         r.insert(0, k.short_string().to_string());
                     }
-                    for (i, c) in r.iter().enumerate() {
-                        if i < self.widths.len() && c.chars().count() > self.widths[i] {
+                    for (i, c) in r.iter_mut().enumerate() {
+                        if i >= self.widths.len() {
+                            continue;
+                        }
+                        if self.fixed[i] {
+                            *c = fit(c, self.widths[i]);
+                        } else if c.chars().count() > self.widths[i] {
                             self.widths[i] = c.chars().count();
                         }
                     }
@@ -190,4 +285,64 @@ impl ResultPrinter {
 #[allow(dead_code)]
 pub fn kind_name(k: RowKind) -> &'static str {
     k.short_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsql_common::builder::{Datum, RowsBuilder};
+    use rsql_common::types::{FlinkType, LogicalType, MAX_LENGTH};
+
+    fn nested_batch(kinds: Vec<RowKind>) -> ChangeBatch {
+        let string = || LogicalType::nullable(FlinkType::Varchar(MAX_LENGTH));
+        let cols = vec![
+            ("tags".to_string(), LogicalType::nullable(FlinkType::Array(Box::new(string())))),
+            ("m".to_string(), LogicalType::nullable(FlinkType::Map(Box::new(string().with_nullable(false)), Box::new(LogicalType::nullable(FlinkType::Int))))),
+            ("r".to_string(), LogicalType::nullable(FlinkType::Row(vec![("a".into(), LogicalType::nullable(FlinkType::Int)), ("b".into(), string())]))),
+        ];
+        let mut b = RowsBuilder::new(&cols, 2).unwrap();
+        let s = |v: &str| Datum::Str(v.to_string());
+        b.append_row(vec![
+            Datum::list(vec![s("a"), Datum::Null, s("b")]),
+            Datum::map(vec![(s("k"), Datum::Int(1)), (s("j"), Datum::Null)]),
+            Datum::row(vec![Datum::Int(1), s("x")]),
+        ])
+        .unwrap();
+        b.append_row(vec![
+            Datum::list((0..20).map(|i| s(&format!("v{i}"))).collect()),
+            Datum::Null,
+            Datum::row(vec![Datum::Null, Datum::Null]),
+        ])
+        .unwrap();
+        ChangeBatch::new(b.finish().unwrap(), kinds)
+    }
+
+    #[test]
+    fn nested_values_render_as_flink_casts_them_to_string() {
+        let rows = rows_of(&nested_batch(vec![RowKind::Insert, RowKind::Insert]));
+        assert_eq!(rows[0], vec!["[a, null, b]", "{k=1, j=null}", "(1, x)"]);
+        assert_eq!(rows[1][1], "<NULL>");
+        assert_eq!(rows[1][2], "(null, null)");
+        assert!(rows[1][0].starts_with("[v0, v1, v2"));
+    }
+
+    #[test]
+    fn tableau_gives_nested_columns_flinks_width_and_cuts_longer_values() {
+        let batch = nested_batch(vec![RowKind::Insert, RowKind::UpdateAfter]);
+        let mut p = ResultPrinter::new(ResultMode::Tableau, &batch.data.schema(), false);
+        let mut out = Vec::new();
+        p.write(&batch, &mut out);
+        p.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Every line of the table has the same width: op (12) and three columns of 30.
+        let width = lines[0].chars().count();
+        assert_eq!(width, 1 + (12 + 3) + 3 * (30 + 3));
+        for l in &lines[..6] {
+            assert_eq!(l.chars().count(), width, "{text}");
+        }
+        assert!(lines[3].contains("|                   [a, null, b] |                  {k=1, j=null} |                         (1, x) |"), "{text}");
+        assert!(lines[4].contains("| [v0, v1, v2, v3, v4, v5, v6... |                         <NULL> |                   (null, null) |"), "{text}");
+        assert!(lines[4].trim_start_matches('|').trim_start().starts_with("+U"), "{text}");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod lower;
+pub mod nested;
 pub mod planner;
 pub mod provider;
 pub mod window;

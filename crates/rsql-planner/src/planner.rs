@@ -74,7 +74,8 @@ fn df_error(e: DataFusionError, fallback: Location) -> RsqlError {
             }
             other => other.to_string(),
         },
-        DataFusionError::Plan(m) | DataFusionError::NotImplemented(m) | DataFusionError::Execution(m) => m.clone(),
+        DataFusionError::Plan(m) => crate::nested::unsupported_function_message(m).unwrap_or_else(|| m.clone()),
+        DataFusionError::NotImplemented(m) | DataFusionError::Execution(m) => m.clone(),
         other => other.strip_backtrace(),
     };
     let message = message.replace(".\nDid you mean", "; did you mean").replace('\n', " ");
@@ -479,7 +480,13 @@ impl Session {
                 let e = match m {
                     Some(qi) => {
                         let c = Expr::Column(qschema.columns()[*qi].clone());
-                        if qschema.field(*qi).data_type() == dt { c } else { c.cast_to(dt, qschema.as_ref())? }
+                        if qschema.field(*qi).data_type() == dt {
+                            c
+                        } else if crate::nested::is_nested(dt) {
+                            crate::nested::assign(c, dt)
+                        } else {
+                            c.cast_to(dt, qschema.as_ref())?
+                        }
                     }
                     None => Expr::Literal(ScalarValue::try_from(dt)?, None),
                 };

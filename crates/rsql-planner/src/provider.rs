@@ -193,6 +193,7 @@ impl Default for Functions {
             }
             aggregate.insert(f.name().to_string(), f);
         }
+        crate::nested::register(&mut scalar);
         // Flink's LISTAGG is STRING_AGG with an optional separator.
         if let Some(f) = aggregate.get("string_agg").cloned() {
             aggregate.insert("listagg".into(), f);
@@ -205,6 +206,8 @@ impl Default for Functions {
             window.insert(f.name().to_string(), f);
         }
         let planners: Vec<Arc<dyn ExprPlanner>> = vec![
+            // First, so ARRAY / MAP / ROW values follow Flink rather than DataFusion.
+            Arc::new(crate::nested::NestedPlanner),
             Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
             Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
             Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),

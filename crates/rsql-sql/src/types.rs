@@ -182,6 +182,10 @@ fn parse_inner(p: &mut Parser, pending_gt: &mut usize) -> Result<LogicalType, Pa
         "MAP" => {
             p.expect_token(&Token::Lt)?;
             let k = parse_inner(p, pending_gt)?;
+            if *pending_gt > 0 {
+                // `MAP<ARRAY<INT>>`: the `>>` closed the map before its value type.
+                return p.expected("',' and the value type of the MAP", p.peek_token());
+            }
             p.expect_token(&Token::Comma)?;
             let v = parse_inner(p, pending_gt)?;
             expect_gt(p, pending_gt)?;
@@ -202,7 +206,9 @@ fn parse_inner(p: &mut Parser, pending_gt: &mut usize) -> Result<LogicalType, Pa
                     p.parse_literal_string()?;
                 }
                 fields.push((name, t));
-                if !p.consume_token(&Token::Comma) {
+                // A `>>` that closed a field's type closed this ROW too: the comma after it
+                // separates what follows the ROW (the next column), not another field.
+                if *pending_gt > 0 || !p.consume_token(&Token::Comma) {
                     break;
                 }
             }
@@ -259,5 +265,17 @@ mod tests {
         assert_eq!(ty("MAP<STRING, ARRAY<BIGINT NOT NULL>>").unwrap().to_string(), "MAP<STRING, ARRAY<BIGINT NOT NULL>>");
         assert_eq!(ty("ROW<a INT, b ROW<c STRING>>").unwrap().to_string(), "ROW<`a` INT, `b` ROW<`c` STRING>>");
         assert!(ty("ARRAY<INT").is_err());
+        assert!(ty("MAP<ARRAY<INT>>").is_err());
+    }
+
+    #[test]
+    fn a_double_angle_closing_a_row_ends_its_fields() {
+        let d = FlinkDialect;
+        let mut p = Parser::new(&d).try_with_sql("ROW<a STRING, b ROW<c INT, d INT>>, next INT").unwrap();
+        assert_eq!(parse_type(&mut p).unwrap().to_string(), "ROW<`a` STRING, `b` ROW<`c` INT, `d` INT>>");
+        assert_eq!(p.next_token().token, Token::Comma);
+        let mut p = Parser::new(&d).try_with_sql("MAP<STRING, ROW<x ARRAY<INT>>>, next INT").unwrap();
+        assert_eq!(parse_type(&mut p).unwrap().to_string(), "MAP<STRING, ROW<`x` ARRAY<INT>>>");
+        assert_eq!(p.next_token().token, Token::Comma);
     }
 }
