@@ -20,8 +20,9 @@
 //!
 //! `a_bounded_exactly_once_job_ends_with_a_final_checkpoint`: a bounded datagen table -> an
 //! exactly-once starrocks sink with checkpoints; the job's last transaction is committed through
-//! its final checkpoint, every row is loaded once, and running the script again resumes from
-//! that checkpoint and loads nothing more.
+//! its final checkpoint, every row is loaded once, and the job is marked as finished, so that
+//! running the script again is a new run that loads every row once more (as a resubmitted Flink
+//! job would), not a resume.
 
 mod common;
 
@@ -427,10 +428,15 @@ fn a_bounded_exactly_once_job_ends_with_a_final_checkpoint() {
     assert!(ep.txn_labels(TxnState::Prepared).is_empty() && ep.txn_labels(TxnState::Prepare).is_empty(), "nothing left open");
     assert_eq!(checkpoints(), 1, "the final checkpoint is kept (num-retained 1)");
 
-    // Run again: it resumes from the final checkpoint, where every row has been read.
+    assert!(cp.join("eo_bounded").join("FINISHED").exists(), "the job is marked as finished");
+
+    // Run again: a job that ran to its end is not resumed; the new run loads every row again
+    // (in new transactions, under new labels), as a resubmitted Flink job would.
     run_to_the_end();
-    assert_eq!(ids(&ep), (1..=2000).collect::<Vec<_>>(), "nothing loaded twice");
-    assert_eq!(ep.txn_labels(TxnState::Committed).len(), committed, "no transaction with rows after the resume");
+    let twice: Vec<i64> = (1..=2000).flat_map(|i| [i, i]).collect();
+    assert_eq!(ids(&ep), twice, "the second run loads every row once more");
+    assert!(ep.txn_labels(TxnState::Committed).len() >= committed + 2, "the second run commits its own transactions");
+    assert!(ep.txn_labels(TxnState::Prepared).is_empty() && ep.txn_labels(TxnState::Prepare).is_empty(), "nothing left open");
     assert_eq!(ep.violations(), Vec::<String>::new(), "breaches of the Stream Load contract");
     assert!(ep.loads().is_empty(), "exactly-once loads only through transactions");
     let _ = std::fs::remove_dir_all(&dir);

@@ -137,6 +137,15 @@ impl Client {
                 set_aside(&job_dir)?;
                 None
             }
+            None if store.finished() => {
+                // A finished bounded job run again starts over, as a resubmitted Flink job does.
+                self.info(&format!(
+                    "[INFO] Job '{pipeline}' ran to its end last time; this run starts from the beginning (its checkpoints are moved into {}/discarded-<time>).",
+                    job_dir.display()
+                ));
+                set_aside(&job_dir)?;
+                None
+            }
             None => store.latest()?,
         };
         Ok(Some(CheckpointOptions { job: pipeline.to_string(), interval, timeout, tolerable_failures, store: Arc::new(store), restore }))
@@ -577,7 +586,7 @@ fn set_aside(job_dir: &std::path::Path) -> Result<()> {
     let aside = job_dir.join(format!("discarded-{ms}"));
     for ent in rd.flatten() {
         let name = ent.file_name();
-        if name.to_string_lossy().starts_with("chk-") {
+        if name.to_string_lossy().starts_with("chk-") || name == checkpoint::FINISHED_MARKER {
             std::fs::create_dir_all(&aside)
                 .and_then(|_| std::fs::rename(ent.path(), aside.join(&name)))
                 .map_err(|e| RsqlError::execution(format!("--fresh: cannot move {} aside: {e}", ent.path().display())))?;

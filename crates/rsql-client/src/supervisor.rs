@@ -130,7 +130,13 @@ impl SupervisedJob {
                     }
                 };
                 let err = match result {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        // The job ran to its end (not stopped): its next start is a new run.
+                        if let Some(cp) = opts.checkpoint.as_ref() {
+                            cp.store.mark_finished()?;
+                        }
+                        return Ok(());
+                    }
                     Err(e) => e,
                 };
                 if *stop_rx.borrow() {

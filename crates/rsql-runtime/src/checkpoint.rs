@@ -141,7 +141,19 @@ pub trait CheckpointStore: Send + Sync {
     fn describe(&self) -> String;
     /// The highest checkpoint id stored (0 when none), so that new ids sort after old ones.
     fn latest_id(&self) -> u64;
+    /// Records that the job ran to its end (a bounded job whose sinks committed and finished):
+    /// a later start of the same job is a new run, as a resubmitted Flink job is, not a resume.
+    fn mark_finished(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Whether the newest checkpoint is that of a job that ran to its end.
+    fn finished(&self) -> bool {
+        false
+    }
 }
+
+/// The marker [`LocalDirStore::mark_finished`] leaves beside the final checkpoint.
+pub const FINISHED_MARKER: &str = "FINISHED";
 
 /// Checkpoints as files `chk-<id>` in one directory per job.
 pub struct LocalDirStore {
@@ -237,6 +249,19 @@ impl CheckpointStore for LocalDirStore {
     fn latest_id(&self) -> u64 {
         self.files().ok().and_then(|f| f.first().map(|(id, _)| *id)).unwrap_or(0)
     }
+
+    fn mark_finished(&self) -> Result<()> {
+        // The marker names the final checkpoint, so that it cannot be taken for a later one's.
+        fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, "creating", e))?;
+        fs::write(self.dir.join(FINISHED_MARKER), self.latest_id().to_string()).map_err(|e| io_err(&self.dir, "writing to", e))
+    }
+
+    fn finished(&self) -> bool {
+        fs::read_to_string(self.dir.join(FINISHED_MARKER))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|id| id == self.latest_id())
+    }
 }
 
 /// Reads one checkpoint file, or the newest checkpoint of a directory (`execution.savepoint.path`).
@@ -327,6 +352,21 @@ mod tests {
         // A temporary file from an interrupted write is not a checkpoint.
         fs::write(dir.join(".chk-00000000000000000006.tmp"), b"junk").unwrap();
         assert_eq!(store.latest().unwrap().unwrap().1.id, 4);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_finished_mark_holds_only_for_the_checkpoint_it_names() {
+        let dir = std::env::temp_dir().join(format!("rsql-ckpt-finished-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = LocalDirStore::new(&dir, 2);
+        store.save(&sample(1)).unwrap();
+        assert!(!store.finished());
+        store.mark_finished().unwrap();
+        assert!(store.finished());
+        // A later checkpoint (a resumed run that went on) is not finished.
+        store.save(&sample(2)).unwrap();
+        assert!(!store.finished());
         let _ = fs::remove_dir_all(&dir);
     }
 }
