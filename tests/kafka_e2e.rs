@@ -52,8 +52,9 @@ fn nested_json_values_are_read_by_a_select() {
          SELECT id, tags, attrs, addr FROM src WHERE id = 1;"
     ));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("[a, <NULL>]") || out.contains("[a, NULL]"), "{out}");
-    assert!(out.contains("zips: [1, 2]") || out.contains("[1, 2]"), "{out}");
+    // Flink's SQL client prints nested values as CAST(... AS STRING) does: NULL elements as `null`.
+    assert!(out.contains("[a, null]"), "{out}");
+    assert!(out.contains("{k=1}") && out.contains("(x, [1, 2])"), "{out}");
     assert!(out.contains("1 row"), "{out}");
 }
 
