@@ -240,7 +240,9 @@ impl ColumnBuilder {
             append_null_any(self.inner.as_mut(), &self.ty.ty);
             return Ok(());
         }
-        match self.ty.ty.clone() {
+        // By reference: cloning the type per value costs a copy (and, for nested types, heap
+        // allocations) on the hottest path of every decoding connector.
+        match &self.ty.ty {
             FlinkType::Boolean => {
                 let v = match &d {
                     Datum::Bool(b) => *b,
@@ -282,7 +284,7 @@ impl ColumnBuilder {
                 let v = self.to_f64(&d)?;
                 b!(Float64Builder).append_value(v)
             }
-            FlinkType::Decimal(p, s) => {
+            &FlinkType::Decimal(p, s) => {
                 let v = match &d {
                     Datum::Decimal(v, sc) => rescale(*v, *sc, s),
                     Datum::Int(i) => rescale(*i as i128, 0, s),
@@ -655,13 +657,22 @@ impl RowsBuilder {
     }
 
     /// Appends one whole row; on error the builder is left as it was before the call.
-    pub fn append_row(&mut self, values: Vec<Datum>) -> Result<()> {
+    pub fn append_row(&mut self, mut values: Vec<Datum>) -> Result<()> {
+        self.append_row_drain(&mut values)
+    }
+
+    /// Appends one whole row taken out of `values`, which is left empty (its allocation can be
+    /// reused for the next row); on error the builder is left as it was before the call.
+    pub fn append_row_drain(&mut self, values: &mut Vec<Datum>) -> Result<()> {
         if values.len() != self.columns.len() {
-            return Err(RsqlError::data("row", format!("has {} values, the table has {} columns", values.len(), self.columns.len())));
+            let n = values.len();
+            values.clear();
+            return Err(RsqlError::data("row", format!("has {n} values, the table has {} columns", self.columns.len())));
         }
         // Check first so a bad value does not leave columns of different lengths.
-        for (c, v) in self.columns.iter().zip(&values) {
+        for (c, v) in self.columns.iter().zip(values.iter()) {
             if matches!(v, Datum::Null) && !c.ty.nullable {
+                values.clear();
                 return Err(RsqlError::data(
                     format!("column '{}'", c.name),
                     format!("NULL in a column declared {}", c.ty),
@@ -670,7 +681,7 @@ impl RowsBuilder {
         }
         let mut done = 0;
         let mut result = Ok(());
-        for (c, v) in self.columns.iter_mut().zip(values) {
+        for (c, v) in self.columns.iter_mut().zip(values.drain(..)) {
             if let Err(e) = c.append(v) {
                 result = Err(e);
                 break;

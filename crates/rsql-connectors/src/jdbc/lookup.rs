@@ -143,7 +143,7 @@ impl Reader {
                 let mut values = Vec::with_capacity(cols.len());
                 for (c, col) in cols.iter().enumerate() {
                     let v = r.as_ref(c + 1).cloned().unwrap_or(Value::NULL);
-                    let natural = from_text(col, &v).map_err(|e| RsqlError::connector(ctx.clone(), e))?;
+                    let natural = from_text(col, v).map_err(|e| RsqlError::connector(ctx.clone(), e))?;
                     values.push(to_declared(col, natural, &self.cfg.columns[c].1, 0));
                 }
                 out.push(((chunk_no * KEYS_PER_QUERY) as u32 + i as u32, values));

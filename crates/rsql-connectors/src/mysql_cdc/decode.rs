@@ -20,11 +20,16 @@ fn bad(col: &MySqlColumn, what: impl std::fmt::Display) -> RsqlError {
     RsqlError::data(format!("mysql-cdc: column '{}' ({})", col.name, col.column_type), what)
 }
 
-fn decode_text(col: &MySqlColumn, b: &[u8]) -> String {
+fn decode_text(col: &MySqlColumn, b: Vec<u8>) -> String {
     match col.charset.as_deref() {
         Some("latin1") => b.iter().map(|&c| c as char).collect(),
-        _ => String::from_utf8_lossy(b).into_owned(),
+        _ => utf8_or_lossy(b),
     }
+}
+
+/// The bytes as a String, moved when they are UTF-8 (the usual case).
+fn utf8_or_lossy(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn micros_of(h: i64, m: i64, s: i64, us: i64) -> i64 {
@@ -66,16 +71,29 @@ fn parse_datetime_text(s: &str) -> Option<i64> {
     Some(datetime_micros(y, mo, d, 0, 0, 0, 0)? + t)
 }
 
-/// A value of a snapshot row (text protocol; the session time zone is UTC).
-pub fn from_text(col: &MySqlColumn, v: &Value) -> Result<Datum> {
+/// A value of a snapshot row (the session time zone is UTC). Text values of the text protocol,
+/// and those the binary protocol sends as text (DECIMAL, strings, ENUM, SET, BIT, JSON), are
+/// parsed; the binary protocol's numbers and temporal values are taken as they are.
+pub fn from_text(col: &MySqlColumn, v: Value) -> Result<Datum> {
+    from_text_of(col, col.family(), v)
+}
+
+/// `from_text` with the column's family already known (`col.family()`).
+pub(crate) fn from_text_of(col: &MySqlColumn, fam: Family, v: Value) -> Result<Datum> {
     let b = match v {
         Value::NULL => return Ok(Datum::Null),
-        Value::Bytes(b) => b.as_slice(),
-        // The text protocol only gives bytes; other variants come from prepared statements.
-        other => return from_binary_value(col, other.clone()),
+        Value::Bytes(b) => b,
+        other => return from_binary_value_of(col, fam, other),
     };
+    match fam {
+        // Moved, not copied.
+        Family::Text | Family::Enum | Family::Set => return Ok(Datum::Str(utf8_or_lossy(b))),
+        Family::Binary | Family::Bit => return Ok(Datum::Bytes(b)),
+        _ => {}
+    }
+    let b = b.as_slice();
     let text = || std::str::from_utf8(b).map_err(|_| bad(col, "the server sent a value that is not UTF-8 text"));
-    Ok(match col.family() {
+    Ok(match fam {
         Family::Int | Family::Year => {
             let s = text()?;
             match s.parse::<i64>() {
@@ -122,7 +140,11 @@ pub fn from_binlog(col: &MySqlColumn, v: BinlogValue<'_>) -> Result<Datum> {
 }
 
 fn from_binary_value(col: &MySqlColumn, v: Value) -> Result<Datum> {
-    let fam = col.family();
+    from_binary_value_of(col, col.family(), v)
+}
+
+/// `from_binary_value` with the column's family already known (`col.family()`).
+pub(crate) fn from_binary_value_of(col: &MySqlColumn, fam: Family, v: Value) -> Result<Datum> {
     Ok(match v {
         Value::NULL => Datum::Null,
         Value::Int(i) => match fam {
@@ -168,58 +190,63 @@ fn from_binary_value(col: &MySqlColumn, v: Value) -> Result<Datum> {
             let v = micros_of(days as i64 * 24 + h as i64, m as i64, s as i64, us as i64);
             Datum::Time(if neg { -v } else { v })
         }
-        Value::Bytes(b) => match fam {
-            Family::Decimal => {
-                let s = String::from_utf8_lossy(&b);
-                Datum::Decimal(
-                    parse_decimal(&s, col.scale as i8).ok_or_else(|| bad(col, format!("'{s}' is not a decimal")))?,
-                    col.scale as i8,
-                )
+        Value::Bytes(b) => return from_bytes_of(col, fam, b),
+    })
+}
+
+/// A binlog value the decoder gives as bytes, by the column's family.
+pub(crate) fn from_bytes_of(col: &MySqlColumn, fam: Family, b: Vec<u8>) -> Result<Datum> {
+    Ok(match fam {
+        Family::Decimal => {
+            let s = String::from_utf8_lossy(&b);
+            Datum::Decimal(
+                parse_decimal(&s, col.scale as i8).ok_or_else(|| bad(col, format!("'{s}' is not a decimal")))?,
+                col.scale as i8,
+            )
+        }
+        // TIMESTAMP(n): seconds since the epoch, optionally with `.ffffff`; zero is 0000-00-00.
+        Family::Timestamp => {
+            let s = String::from_utf8_lossy(&b);
+            let (sec, frac) = s.split_once('.').unwrap_or((&s, ""));
+            let sec: i64 = sec.parse().map_err(|_| bad(col, format!("'{s}' is not a timestamp")))?;
+            let us: i64 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad(col, "bad fraction"))? };
+            if sec == 0 && us == 0 {
+                Datum::Null
+            } else {
+                Datum::Timestamp(sec * 1_000_000 + us)
             }
-            // TIMESTAMP(n): seconds since the epoch, optionally with `.ffffff`; zero is 0000-00-00.
-            Family::Timestamp => {
-                let s = String::from_utf8_lossy(&b);
-                let (sec, frac) = s.split_once('.').unwrap_or((&s, ""));
-                let sec: i64 = sec.parse().map_err(|_| bad(col, format!("'{s}' is not a timestamp")))?;
-                let us: i64 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad(col, "bad fraction"))? };
-                if sec == 0 && us == 0 {
-                    Datum::Null
-                } else {
-                    Datum::Timestamp(sec * 1_000_000 + us)
-                }
+        }
+        // The binlog decoder gives 1900 + the stored byte; 0 stands for the year 0000.
+        Family::Year => {
+            let y: i64 = String::from_utf8_lossy(&b).parse().map_err(|_| bad(col, "bad YEAR"))?;
+            Datum::Int(if y == 1900 { 0 } else { y })
+        }
+        Family::Set => {
+            let mut mask: u64 = 0;
+            for (i, byte) in b.iter().enumerate().take(8) {
+                mask |= (*byte as u64) << (8 * i);
             }
-            // The binlog decoder gives 1900 + the stored byte; 0 stands for the year 0000.
-            Family::Year => {
-                let y: i64 = String::from_utf8_lossy(&b).parse().map_err(|_| bad(col, "bad YEAR"))?;
-                Datum::Int(if y == 1900 { 0 } else { y })
-            }
-            Family::Set => {
-                let mut mask: u64 = 0;
-                for (i, byte) in b.iter().enumerate().take(8) {
-                    mask |= (*byte as u64) << (8 * i);
-                }
-                let names: Vec<&str> = col
-                    .labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| mask & (1u64 << i) != 0)
-                    .map(|(_, l)| l.as_str())
-                    .collect();
-                Datum::Str(names.join(","))
-            }
-            Family::Text | Family::Enum => Datum::Str(decode_text(col, &b)),
-            // The binlog drops the trailing zero bytes of BINARY(n); SELECT returns them.
-            Family::Binary if col.data_type == "binary" && (b.len() as u64) < col.length => {
-                let mut v = b;
-                v.resize(col.length as usize, 0);
-                Datum::Bytes(v)
-            }
-            Family::Int => {
-                let s = String::from_utf8_lossy(&b);
-                Datum::Int(s.parse().map_err(|_| bad(col, format!("'{s}' is not an integer")))?)
-            }
-            _ => Datum::Bytes(b),
-        },
+            let names: Vec<&str> = col
+                .labels
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1u64 << i) != 0)
+                .map(|(_, l)| l.as_str())
+                .collect();
+            Datum::Str(names.join(","))
+        }
+        Family::Text | Family::Enum => Datum::Str(decode_text(col, b)),
+        // The binlog drops the trailing zero bytes of BINARY(n); SELECT returns them.
+        Family::Binary if col.data_type == "binary" && (b.len() as u64) < col.length => {
+            let mut v = b;
+            v.resize(col.length as usize, 0);
+            Datum::Bytes(v)
+        }
+        Family::Int => {
+            let s = String::from_utf8_lossy(&b);
+            Datum::Int(s.parse().map_err(|_| bad(col, format!("'{s}' is not an integer")))?)
+        }
+        _ => Datum::Bytes(b),
     })
 }
 
@@ -250,11 +277,15 @@ fn format_mysql_time(micros: i64, fsp: u32) -> String {
 /// Converts a natural value into what the declared column wants. `tz_offset_us` is the
 /// server time zone's offset from UTC in microseconds.
 pub fn to_declared(col: &MySqlColumn, natural: Datum, declared: &LogicalType, tz_offset_us: i64) -> Datum {
+    to_declared_of(col, col.family(), natural, declared, tz_offset_us)
+}
+
+/// `to_declared` with the column's family already known (`col.family()`).
+pub(crate) fn to_declared_of(col: &MySqlColumn, fam: Family, natural: Datum, declared: &LogicalType, tz_offset_us: i64) -> Datum {
     use FlinkType as F;
     if matches!(natural, Datum::Null) {
         return natural;
     }
-    let fam = col.family();
     match (fam, &declared.ty, natural) {
         (Family::Timestamp, F::Timestamp(_), Datum::Timestamp(t)) => Datum::Timestamp(t + tz_offset_us),
         (Family::Timestamp, F::Char(_) | F::Varchar(_), Datum::Timestamp(t)) => {
@@ -292,28 +323,28 @@ mod tests {
     fn snapshot_and_binlog_agree() {
         let mut dec = col("decimal", "decimal(10,2)");
         dec.scale = 2;
-        assert_eq!(from_text(&dec, &bytes("-12.30")).unwrap(), Datum::Decimal(-1230, 2));
+        assert_eq!(from_text(&dec, bytes("-12.30")).unwrap(), Datum::Decimal(-1230, 2));
         assert_eq!(from_binlog(&dec, BinlogValue::Value(bytes("-12.30"))).unwrap(), Datum::Decimal(-1230, 2));
 
         let dt = col("datetime", "datetime(6)");
         let want = Datum::Timestamp(rsql_common::builder::parse_timestamp("2024-02-29 23:59:59.123456").unwrap());
-        assert_eq!(from_text(&dt, &bytes("2024-02-29 23:59:59.123456")).unwrap(), want);
+        assert_eq!(from_text(&dt, bytes("2024-02-29 23:59:59.123456")).unwrap(), want);
         assert_eq!(from_binlog(&dt, BinlogValue::Value(Value::Date(2024, 2, 29, 23, 59, 59, 123456))).unwrap(), want);
-        assert_eq!(from_text(&dt, &bytes("0000-00-00 00:00:00")).unwrap(), Datum::Null);
+        assert_eq!(from_text(&dt, bytes("0000-00-00 00:00:00")).unwrap(), Datum::Null);
 
         let ts = col("timestamp", "timestamp(3)");
         let want = Datum::Timestamp(1_700_000_000_250_000);
         assert_eq!(from_binlog(&ts, BinlogValue::Value(bytes("1700000000.250000"))).unwrap(), want);
-        assert_eq!(from_text(&ts, &bytes("2023-11-14 22:13:20.250")).unwrap(), want);
+        assert_eq!(from_text(&ts, bytes("2023-11-14 22:13:20.250")).unwrap(), want);
 
         let d = col("date", "date");
-        assert_eq!(from_text(&d, &bytes("1970-01-02")).unwrap(), Datum::Date(1));
+        assert_eq!(from_text(&d, bytes("1970-01-02")).unwrap(), Datum::Date(1));
         assert_eq!(from_binlog(&d, BinlogValue::Value(Value::Date(1970, 1, 2, 0, 0, 0, 0))).unwrap(), Datum::Date(1));
         assert_eq!(from_binlog(&d, BinlogValue::Value(Value::Date(0, 0, 0, 0, 0, 0, 0))).unwrap(), Datum::Null);
 
         let t = col("time", "time(1)");
         assert_eq!(
-            from_text(&t, &bytes("-838:59:59.5")).unwrap(),
+            from_text(&t, bytes("-838:59:59.5")).unwrap(),
             Datum::Time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 500_000)
         );
         assert_eq!(
@@ -324,7 +355,7 @@ mod tests {
         let y = col("year", "year(4)");
         assert_eq!(from_binlog(&y, BinlogValue::Value(bytes("2155"))).unwrap(), Datum::Int(2155));
         assert_eq!(from_binlog(&y, BinlogValue::Value(bytes("1900"))).unwrap(), Datum::Int(0));
-        assert_eq!(from_text(&y, &bytes("2155")).unwrap(), Datum::Int(2155));
+        assert_eq!(from_text(&y, bytes("2155")).unwrap(), Datum::Int(2155));
 
         let tu = col("tinyint", "tinyint(3) unsigned");
         assert_eq!(from_binlog(&tu, BinlogValue::Value(Value::Int(-1))).unwrap(), Datum::Int(255));
@@ -336,12 +367,12 @@ mod tests {
         assert_eq!(from_binlog(&iu, BinlogValue::Value(Value::Int(-2))).unwrap(), Datum::Int(4_294_967_294));
         let u = col("bigint", "bigint(20) unsigned");
         assert_eq!(from_binlog(&u, BinlogValue::Value(Value::Int(-1))).unwrap(), Datum::UInt(u64::MAX));
-        assert_eq!(from_text(&u, &bytes("18446744073709551615")).unwrap(), Datum::UInt(u64::MAX));
+        assert_eq!(from_text(&u, bytes("18446744073709551615")).unwrap(), Datum::UInt(u64::MAX));
         assert_eq!(from_binlog(&u, BinlogValue::Value(Value::UInt(u64::MAX))).unwrap(), Datum::UInt(u64::MAX));
 
         let f = col("float", "float");
         assert_eq!(
-            from_text(&f, &bytes("0.1")).unwrap(),
+            from_text(&f, bytes("0.1")).unwrap(),
             from_binlog(&f, BinlogValue::Value(Value::Float(0.1))).unwrap()
         );
     }
@@ -353,7 +384,7 @@ mod tests {
         assert!(from_binlog(&e, BinlogValue::Value(Value::Int(3))).is_err());
         let s = col("set", "set('r','w','x')");
         assert_eq!(from_binlog(&s, BinlogValue::Value(Value::Bytes(vec![0b101]))).unwrap(), Datum::Str("r,x".into()));
-        assert_eq!(from_text(&s, &bytes("r,x")).unwrap(), Datum::Str("r,x".into()));
+        assert_eq!(from_text(&s, bytes("r,x")).unwrap(), Datum::Str("r,x".into()));
         let mut b = col("binary", "binary(4)");
         b.length = 4;
         assert_eq!(

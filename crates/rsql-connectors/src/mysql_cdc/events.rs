@@ -22,6 +22,7 @@ use tracing::debug;
 use super::decode::from_binlog;
 use super::mariadb_events as maria;
 use super::position::{format_uuid, BinlogPosition, GtidTracker};
+use super::rowimage::RowPlan;
 use super::source::{Captured, Change};
 
 /// Where the table maps of the current binlog stream are kept.
@@ -33,6 +34,14 @@ impl TableMaps for BinlogStream {
     fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>> {
         self.get_tme(table_id)
     }
+}
+
+/// A captured table under a table id of the stream, with the plan of its row images (None:
+/// the driver decodes them).
+#[derive(Clone)]
+pub(crate) struct Mapped {
+    pub table: Arc<Captured>,
+    plan: Option<Arc<RowPlan>>,
 }
 
 /// Event types the decoder looks at by number.
@@ -72,7 +81,10 @@ pub(crate) struct BinlogDecoder {
     /// Captured tables by (database, table).
     pub tables: HashMap<(String, String), Arc<Captured>>,
     /// Table ids of the current stream: the captured table, or None for other tables.
-    pub table_ids: HashMap<u64, Option<Arc<Captured>>>,
+    pub table_ids: HashMap<u64, Option<Mapped>>,
+    /// Whether row images are decoded by `rowimage` where its plan covers the table (true; the
+    /// driver's decoder otherwise).
+    pub fast_rows: bool,
     /// Transactions committed before this time (ms) are skipped.
     pub skip_before_ms: Option<i64>,
     /// Whether the server checksums binlog events.
@@ -97,11 +109,18 @@ impl BinlogDecoder {
             pending: Vec::new(),
             tables,
             table_ids: HashMap::new(),
+            fast_rows: true,
             skip_before_ms: None,
             checksum,
             seen_fde: false,
             by_gtid: false,
         }
+    }
+
+    /// Whether the row images of a table id are read by the direct decoder.
+    #[cfg(test)]
+    pub fn has_row_plan(&self, table_id: u64) -> bool {
+        matches!(self.table_ids.get(&table_id), Some(Some(Mapped { plan: Some(_), .. })))
     }
 
     /// Forgets the state of the previous connection; reading goes on from `committed`.
@@ -126,9 +145,10 @@ impl BinlogDecoder {
         let ts_ms = header.timestamp() as i64 * 1000;
         let log_pos = header.log_pos() as u64;
         tracing::trace!(event_type = ty, log_pos, size = header.event_size(), position = %self.pos, "mysql-cdc: binlog event");
-        let at = format!("mysql-cdc binlog at {}", self.pos);
-        let ctx = || at.clone();
-        let data_err = |e: std::io::Error| RsqlError::data(at.clone(), e);
+        // Formatted only when an error needs it.
+        let (at_file, at_pos) = (self.pos.file.clone(), self.pos.pos);
+        let ctx = || format!("mysql-cdc binlog at {at_file}:{at_pos}");
+        let data_err = |e: std::io::Error| RsqlError::data(ctx(), e);
 
         if ty == EventType::ROTATE_EVENT as u8 {
             let r: RotateEvent<'_> = ev.read_event().map_err(data_err)?;
@@ -255,11 +275,15 @@ impl BinlogDecoder {
             t if t == EventType::TABLE_MAP_EVENT as u8 => {
                 let tme: TableMapEvent<'_> = ev.read_event().map_err(data_err)?;
                 let key = (tme.database_name().into_owned(), tme.table_name().into_owned());
-                let captured = self.tables.get(&key).cloned();
-                if let Some(c) = &captured {
-                    check_table_map(&tme, c).map_err(|m| RsqlError::connector(ctx(), m))?;
-                }
-                self.table_ids.insert(tme.table_id(), captured);
+                let mapped = match self.tables.get(&key) {
+                    Some(c) => {
+                        check_table_map(&tme, c).map_err(|m| RsqlError::connector(ctx(), m))?;
+                        let plan = if self.fast_rows { RowPlan::new(&tme, &c.schema, &c.needed) } else { None };
+                        Some(Mapped { table: c.clone(), plan: plan.map(Arc::new) })
+                    }
+                    None => None,
+                };
+                self.table_ids.insert(tme.table_id(), mapped);
             }
             23..=25 | 30..=32 => {
                 self.decode_rows(ev, ts_ms, maps)?;
@@ -307,17 +331,35 @@ impl BinlogDecoder {
     }
 
     fn decode_rows(&mut self, ev: &Event, ts_ms: i64, maps: &dyn TableMaps) -> Result<()> {
-        let at = self.pos.clone();
+        let at = &self.pos;
         let data_err = |e: std::io::Error| RsqlError::data(format!("mysql-cdc binlog at {at}"), e);
         let Some(EventData::RowsEvent(re)) = ev.read_data().map_err(data_err)? else { return Ok(()) };
-        let Some(Some(table)) = self.table_ids.get(&re.table_id()).cloned() else { return Ok(()) };
-        let Some(tme) = maps.table_map(re.table_id()) else {
-            return Err(RsqlError::data(format!("mysql-cdc binlog at {at}"), "a rows event without its table map"));
-        };
+        let Some(Some(Mapped { table, plan })) = self.table_ids.get(&re.table_id()).cloned() else { return Ok(()) };
         let (before_kind, after_kind) = match &re {
             RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => (None, Some(RowKind::Insert)),
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => (Some(RowKind::Delete), None),
             _ => (Some(RowKind::UpdateBefore), Some(RowKind::UpdateAfter)),
+        };
+        // Images holding every column (binlog_row_image = FULL) are read by the plan.
+        let ncols = table.schema.columns.len();
+        let before_full = re.columns_before_image().is_none_or(|b| b.len() >= ncols && b.iter().take(ncols).all(|x| *x));
+        let after_full = re.columns_after_image().is_none_or(|b| b.len() >= ncols && b.iter().take(ncols).all(|x| *x));
+        if let Some(plan) = plan {
+            if re.num_columns() as usize == ncols && before_full && after_full {
+                let mut data = re.rows_data();
+                while !data.is_empty() {
+                    for kind in [before_kind, after_kind].into_iter().flatten() {
+                        let row = plan.decode(&table.schema, &mut data).map_err(|e| {
+                            RsqlError::data(format!("mysql-cdc binlog at {at}"), e)
+                        })?;
+                        self.pending.push(Change { table: table.clone(), kind, row, ts_ms });
+                    }
+                }
+                return Ok(());
+            }
+        }
+        let Some(tme) = maps.table_map(re.table_id()) else {
+            return Err(RsqlError::data(format!("mysql-cdc binlog at {at}"), "a rows event without its table map"));
         };
         // mysql_common panics on some values (a negative TIME(1)/TIME(2) with a fraction);
         // decode inside catch_unwind so such a row is an error, not a crash.

@@ -14,6 +14,7 @@ pub(crate) mod events;
 mod fixture;
 pub mod mariadb_events;
 pub mod position;
+pub(crate) mod rowimage;
 pub mod schema;
 mod source;
 

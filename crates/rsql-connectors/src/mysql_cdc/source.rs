@@ -8,7 +8,9 @@
 //! reads the binlog up to the high watermark: changes to keys of the chunk are merged into the
 //! chunk's rows, changes to keys already emitted are emitted, changes to keys not read yet are
 //! dropped (their chunk's SELECT will see them). The chunk is then emitted as +I. When the last
-//! chunk is done, the same binlog stream simply goes on: no gap and no duplicate.
+//! chunk is done, the same binlog stream simply goes on: no gap and no duplicate. Chunks are
+//! read ahead (with their watermarks) on a second connection by a task of their own, over the
+//! binary protocol, while the previous chunk is reconciled and emitted.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -25,10 +27,10 @@ use rsql_runtime::{Phase, ProducedColumn, Source, SourceContext, SourceStatus};
 use tracing::{debug, info, warn};
 
 use super::chunks::{self, SortKey};
-use super::decode::{from_text, to_declared};
+use super::decode::{from_text_of, to_declared_of};
 use super::events::{BinlogDecoder, Step};
 use super::position::{BinlogPosition, GtidTracker, MySqlGtidSet};
-use super::schema::{self, quote_ident, row_str, TableSchema};
+use super::schema::{self, quote_ident, row_str, Family, TableSchema};
 use super::{CdcConfig, StartupMode};
 
 /// Shared view of the source's position: the binlog position after the last transaction whose
@@ -413,6 +415,8 @@ pub(crate) struct Captured {
     pub needed: Vec<bool>,
     /// Snapshot order of the table.
     pub order: usize,
+    /// The family of each MySQL column (`MySqlColumn::family`), worked out once.
+    pub families: Vec<Family>,
 }
 
 impl Captured {
@@ -447,7 +451,12 @@ impl Captured {
                 ProducedColumn::Metadata { .. } => map.push(None),
             }
         }
-        Ok(Captured { schema, map, needed, order })
+        Ok(Captured::from_parts(schema, map, needed, order))
+    }
+
+    pub(crate) fn from_parts(schema: TableSchema, map: Vec<Option<usize>>, needed: Vec<bool>, order: usize) -> Captured {
+        let families = schema.columns.iter().map(|c| c.family()).collect();
+        Captured { schema, map, needed, order, families }
     }
 
     /// The key of a natural row, comparable between snapshot and binlog rows.
@@ -468,19 +477,42 @@ pub(crate) struct Change {
 
 /// The values of the produced columns for one natural row: physical columns converted to their
 /// declared types, metadata columns filled in.
+#[cfg(test)]
 pub(crate) fn produced_row(
     columns: &[ProducedColumn],
     table: &Captured,
     kind: RowKind,
-    row: &[Datum],
+    row: Vec<Datum>,
     ts_ms: i64,
     tz_offset_us: i64,
 ) -> Vec<Datum> {
     let mut values = Vec::with_capacity(columns.len());
-    for (pc, m) in columns.iter().zip(&table.map) {
+    produced_values(columns, table, kind, row, ts_ms, tz_offset_us, &mut values);
+    values
+}
+
+/// `produced_row` into `out` (cleared first). The natural values are moved, not copied; a
+/// MySQL column mapped to two produced columns is copied for the second.
+fn produced_values(
+    columns: &[ProducedColumn],
+    table: &Captured,
+    kind: RowKind,
+    mut row: Vec<Datum>,
+    ts_ms: i64,
+    tz_offset_us: i64,
+    out: &mut Vec<Datum>,
+) {
+    out.clear();
+    for (n, (pc, m)) in columns.iter().zip(&table.map).enumerate() {
         let v = match (pc, m) {
             (ProducedColumn::Physical { ty, .. }, Some(i)) => {
-                to_declared(&table.schema.columns[*i], row.get(*i).cloned().unwrap_or(Datum::Null), ty, tz_offset_us)
+                let mapped_again = table.map[n + 1..].contains(&Some(*i));
+                let natural = match row.get_mut(*i) {
+                    Some(v) if mapped_again => v.clone(),
+                    Some(v) => std::mem::replace(v, Datum::Null),
+                    None => Datum::Null,
+                };
+                to_declared_of(&table.schema.columns[*i], table.families[*i], natural, ty, tz_offset_us)
             }
             (ProducedColumn::Metadata { key, .. }, _) => match key.as_str() {
                 "database_name" => Datum::Str(table.schema.database.clone()),
@@ -491,9 +523,8 @@ pub(crate) fn produced_row(
             },
             _ => Datum::Null,
         };
-        values.push(v);
+        out.push(v);
     }
-    values
 }
 
 /// Builds output batches from natural rows.
@@ -505,6 +536,8 @@ struct Emitter {
     since: Option<Instant>,
     max_delay: Duration,
     batch_size: usize,
+    /// The produced values of the row being appended (reused from row to row).
+    scratch: Vec<Datum>,
 }
 
 impl Emitter {
@@ -519,12 +552,13 @@ impl Emitter {
             since: None,
             max_delay: ctx.max_batch_delay,
             batch_size: ctx.batch_size.max(1),
+            scratch: Vec::with_capacity(columns.len()),
         })
     }
 
-    fn push(&mut self, table: &Captured, kind: RowKind, row: &[Datum], ts_ms: i64) -> Result<()> {
-        let values = produced_row(&self.columns, table, kind, row, ts_ms, self.tz_offset_us);
-        self.builder.append_row(values).map_err(|e| {
+    fn push(&mut self, table: &Captured, kind: RowKind, row: Vec<Datum>, ts_ms: i64) -> Result<()> {
+        produced_values(&self.columns, table, kind, row, ts_ms, self.tz_offset_us, &mut self.scratch);
+        self.builder.append_row_drain(&mut self.scratch).map_err(|e| {
             RsqlError::data(
                 format!("mysql-cdc table {}", table.schema.qualified()),
                 format!("{e}; declare a wider or nullable column"),
@@ -801,6 +835,8 @@ struct Job {
     tables: Vec<Arc<Captured>>,
     position: PositionHandle,
     snapshot_conn: Option<Conn>,
+    /// The connection snapshot chunks are read on (between tables).
+    chunk_conn: Option<Conn>,
     /// How far the snapshot is, as reported with positions; None when it is done or not run.
     progress: Option<SnapshotProgress>,
     /// Whether a snapshot still has to run (or go on).
@@ -1064,6 +1100,7 @@ impl Job {
             tables,
             position,
             snapshot_conn,
+            chunk_conn: None,
             progress,
             snapshot_pending,
             reported: None,
@@ -1097,7 +1134,7 @@ impl Job {
             if !self.snapshot(ctx).await? {
                 return self.flush(ctx).await;
             }
-            if let Some(c) = self.snapshot_conn.take() {
+            for c in [self.snapshot_conn.take(), self.chunk_conn.take()].into_iter().flatten() {
                 let _ = c.disconnect().await;
             }
             if self.cfg.startup == StartupMode::Snapshot {
@@ -1123,8 +1160,11 @@ impl Job {
             };
             match step {
                 Step::Commit(changes) => {
-                    for (c, kind) in pair_kinds(&changes, |_, _| true) {
-                        self.emitter.push(&c.table, kind, &c.row, c.ts_ms)?;
+                    let kinds = pair_kinds(&changes, |_, _| true);
+                    for (c, kind) in changes.into_iter().zip(kinds) {
+                        if let Some(kind) = kind {
+                            self.emitter.push(&c.table, kind, c.row, c.ts_ms)?;
+                        }
                     }
                     if self.emitter.len() >= self.emitter.batch_size {
                         self.flush(ctx).await?;
@@ -1193,35 +1233,35 @@ impl Job {
                 }
             }
             self.progress = Some(SnapshotProgress { table: t.schema.qualified(), done_upto: done_key.clone() });
-            let mut cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
-            cols.extend(chunks::weight_columns(&t.schema));
-            let from = format!("{}.{}", quote_ident(&t.schema.database), quote_ident(&t.schema.table));
             let table_started = Instant::now();
             let mut table_rows = 0u64;
+            // Chunks are read ahead on a connection of their own while the previous chunk is
+            // reconciled and emitted here.
+            let reader_conn = match self.chunk_conn.take() {
+                Some(c) => c,
+                None => {
+                    let mut c = connect(&self.cfg).await?;
+                    c.query_drop("SET SESSION time_zone = '+00:00'")
+                        .await
+                        .map_err(|e| explain(&self.cfg, "preparing the snapshot", &e))?;
+                    c
+                }
+            };
+            let (tx, mut chunks_rx) = tokio::sync::mpsc::channel(1);
+            let reader = tokio::spawn(read_chunks(reader_conn, self.cfg.clone(), t.clone(), done_key.clone(), tx));
             loop {
-                let Some(conn) = self.snapshot_conn.as_mut() else { return Ok(true) };
-                let low = master_status(conn, &self.cfg).await?;
+                let next = tokio::select! {
+                    biased;
+                    _ = ctx.stopped() => return Ok(false),
+                    c = chunks_rx.recv() => c,
+                };
+                let Some(next) = next else {
+                    return Err(RsqlError::connector(ctx_name(&self.cfg), format!("the snapshot reader of {} stopped", t.schema.qualified())));
+                };
+                let ReadAhead { low, rows, upper, high } = next?;
                 if !self.drain_to(&low, &state, None, ctx).await? {
                     return Ok(false);
                 }
-                let cond = done_key
-                    .as_ref()
-                    .map(|k| format!(" WHERE {}", chunks::after_condition(&t.schema, k)))
-                    .unwrap_or_default();
-                let sql = format!(
-                    "SELECT {} FROM {from}{cond} ORDER BY {} LIMIT {}",
-                    cols.join(", "),
-                    chunks::order_by(&t.schema),
-                    self.cfg.chunk_size
-                );
-                let Some(conn) = self.snapshot_conn.as_mut() else { return Ok(true) };
-                let rows = read_chunk(conn, &self.cfg, t, &sql).await?;
-                let upper = if rows.len() < self.cfg.chunk_size {
-                    None
-                } else {
-                    rows.last().map(|r| (r.sort.clone(), t.schema.primary_key.iter().map(|i| r.row[*i].clone()).collect::<Vec<_>>()))
-                };
-                let high = master_status(conn, &self.cfg).await?;
                 state.chunk = Some(upper.as_ref().map(|(s, _)| s.clone()));
                 debug!(table = %t.schema.qualified(), rows = rows.len(), upper = ?upper.as_ref().map(|u| &u.1), %low, %high, "mysql-cdc: snapshot chunk read");
                 let mut merged: HashMap<String, Option<Vec<Datum>>> = HashMap::new();
@@ -1230,8 +1270,9 @@ impl Job {
                 }
                 let n = rows.len();
                 for r in rows {
-                    if !merged.contains_key(&r.key) {
-                        self.emitter.push(t, RowKind::Insert, &r.row, 0)?;
+                    // Keys are compared only when the binlog touched the chunk.
+                    if merged.is_empty() || !merged.contains_key(&t.key(&r)) {
+                        self.emitter.push(t, RowKind::Insert, r, 0)?;
                         if self.emitter.len() >= self.emitter.batch_size {
                             // Mid-chunk: no position, a restart re-reads the whole chunk.
                             self.emitter.flush(ctx).await?;
@@ -1239,7 +1280,7 @@ impl Job {
                     }
                 }
                 for row in merged.into_values().flatten() {
-                    self.emitter.push(t, RowKind::Insert, &row, 0)?;
+                    self.emitter.push(t, RowKind::Insert, row, 0)?;
                 }
                 self.progress = match &upper {
                     Some((_, k)) => Some(SnapshotProgress { table: t.schema.qualified(), done_upto: Some(k.clone()) }),
@@ -1257,13 +1298,11 @@ impl Job {
                 }
                 state.chunk = None;
                 match upper {
-                    Some((sort, k)) => {
-                        state.done_upto = Some(sort);
-                        done_key = Some(k);
-                    }
+                    Some((sort, _)) => state.done_upto = Some(sort),
                     None => break,
                 }
             }
+            self.chunk_conn = reader.await.ok();
             log_progress(t, table_rows, table_started, total_rows, total_est, started);
             info!(table = %t.schema.qualified(), rows = table_rows, seconds = table_started.elapsed().as_secs_f64(), "mysql-cdc: snapshot of table done");
         }
@@ -1347,16 +1386,18 @@ impl Job {
             let Step::Commit(changes) = step else { continue };
             let keys = self.change_keys(&changes, state.table).await?;
             let zones: Vec<Zone> = changes.iter().zip(&keys).map(|(c, k)| state.zone(c, k.as_ref())).collect();
-            for (c, kind) in pair_kinds(&changes, |i, _| zones[i] == Zone::Emitted) {
-                self.emitter.push(&c.table, kind, &c.row, c.ts_ms)?;
-            }
-            if let Some(m) = merged.as_deref_mut() {
-                for c in changes.iter().zip(&zones).filter(|(_, z)| **z == Zone::Chunk).map(|(c, _)| c) {
-                    let key = c.table.key(&c.row);
-                    match c.kind {
-                        RowKind::Insert | RowKind::UpdateAfter => m.insert(key, Some(c.row.clone())),
-                        RowKind::Delete | RowKind::UpdateBefore => m.insert(key, None),
-                    };
+            let kinds = pair_kinds(&changes, |i, _| zones[i] == Zone::Emitted);
+            for ((c, kind), zone) in changes.into_iter().zip(kinds).zip(&zones) {
+                if let Some(kind) = kind {
+                    self.emitter.push(&c.table, kind, c.row, c.ts_ms)?;
+                } else if *zone == Zone::Chunk {
+                    if let Some(m) = merged.as_deref_mut() {
+                        let key = c.table.key(&c.row);
+                        match c.kind {
+                            RowKind::Insert | RowKind::UpdateAfter => m.insert(key, Some(c.row)),
+                            RowKind::Delete | RowKind::UpdateBefore => m.insert(key, None),
+                        };
+                    }
                 }
             }
             if self.emitter.len() >= self.emitter.batch_size {
@@ -1367,10 +1408,10 @@ impl Job {
     }
 }
 
-/// The changes that pass `keep`, with update halves whose other half was dropped turned into a
-/// plain delete or insert.
-fn pair_kinds(changes: &[Change], keep: impl Fn(usize, &Change) -> bool) -> Vec<(&Change, RowKind)> {
-    let mut out = Vec::with_capacity(changes.len());
+/// The row kind of each change that passes `keep` (None for the others), with update halves
+/// whose other half was dropped turned into a plain delete or insert.
+fn pair_kinds(changes: &[Change], keep: impl Fn(usize, &Change) -> bool) -> Vec<Option<RowKind>> {
+    let mut out = vec![None; changes.len()];
     let mut i = 0;
     while i < changes.len() {
         let c = &changes[i];
@@ -1378,66 +1419,132 @@ fn pair_kinds(changes: &[Change], keep: impl Fn(usize, &Change) -> bool) -> Vec<
             let a = &changes[i + 1];
             match (keep(i, c), keep(i + 1, a)) {
                 (true, true) => {
-                    out.push((c, RowKind::UpdateBefore));
-                    out.push((a, RowKind::UpdateAfter));
+                    out[i] = Some(RowKind::UpdateBefore);
+                    out[i + 1] = Some(RowKind::UpdateAfter);
                 }
-                (true, false) => out.push((c, RowKind::Delete)),
-                (false, true) => out.push((a, RowKind::Insert)),
+                (true, false) => out[i] = Some(RowKind::Delete),
+                (false, true) => out[i + 1] = Some(RowKind::Insert),
                 (false, false) => {}
             }
             i += 2;
             continue;
         }
         if keep(i, c) {
-            out.push((c, c.kind));
+            out[i] = Some(c.kind);
         }
         i += 1;
     }
     out
 }
 
-/// One row of a snapshot chunk.
-struct ChunkRow {
-    /// Key text, comparable with binlog rows.
-    key: String,
-    /// Natural values, one per MySQL column.
-    row: Vec<Datum>,
-    /// The key in the server's order.
-    sort: SortKey,
+/// The rows of one snapshot chunk in key order (natural values, one per MySQL column), and the
+/// server-order key of the last one.
+struct Chunk {
+    rows: Vec<Vec<Datum>>,
+    last: Option<SortKey>,
 }
 
-/// Runs one chunk query (the table's columns, then the weights of its collated key columns);
-/// returns the rows in key order.
-async fn read_chunk(conn: &mut Conn, cfg: &CdcConfig, t: &Captured, sql: &str) -> Result<Vec<ChunkRow>> {
+/// Runs one chunk query (the table's columns, then the weights of its collated key columns).
+/// The query goes through the binary protocol: integers, floats and temporal values arrive as
+/// numbers instead of text to parse, and values are moved out of the driver's rows.
+async fn read_chunk(conn: &mut Conn, cfg: &CdcConfig, t: &Captured, sql: &str) -> Result<Chunk> {
     let doing = format!("reading a snapshot chunk of {}", t.schema.qualified());
-    let mut result = conn.query_iter(sql).await.map_err(|e| explain(cfg, &doing, &e))?;
-    let mut out = Vec::new();
+    let mut result = conn.exec_iter(sql, ()).await.map_err(|e| explain(cfg, &doing, &e))?;
+    let mut rows = Vec::with_capacity(cfg.chunk_size.min(65_536));
     let ncols = t.schema.columns.len();
-    while let Some(row) = result.next().await.map_err(|e| explain(cfg, &doing, &e))? {
+    let mut last_weights = Vec::new();
+    while let Some(mut row) = result.next().await.map_err(|e| explain(cfg, &doing, &e))? {
         let mut nat = Vec::with_capacity(ncols);
         for (i, col) in t.schema.columns.iter().enumerate() {
             if !t.needed[i] {
                 nat.push(Datum::Null);
                 continue;
             }
-            let v = row.as_ref(i).ok_or_else(|| {
+            let v = row.take(i).ok_or_else(|| {
                 RsqlError::data(doing.clone(), "the server returned fewer columns than the table has")
             })?;
-            nat.push(from_text(col, v)?);
+            nat.push(from_text_of(col, t.families[i], v)?);
         }
-        let mut weights = Vec::new();
-        let mut j = ncols;
-        while let Some(v) = row.as_ref(j) {
-            weights.push(match v {
-                mysql_async::Value::Bytes(b) => b.clone(),
-                _ => Vec::new(),
-            });
-            j += 1;
+        if ncols < row.len() {
+            last_weights.clear();
+            for j in ncols..row.len() {
+                last_weights.push(match row.take(j) {
+                    Some(mysql_async::Value::Bytes(b)) => b,
+                    _ => Vec::new(),
+                });
+            }
         }
-        let sort = chunks::sort_key(&t.schema, &nat, &weights);
-        out.push(ChunkRow { key: t.key(&nat), row: nat, sort });
+        rows.push(nat);
     }
-    Ok(out)
+    let last = rows.last().map(|nat| chunks::sort_key(&t.schema, nat, &last_weights));
+    Ok(Chunk { rows, last })
+}
+
+/// A chunk read ahead: the binlog end before its query (`low`) and after it (`high`), its rows,
+/// and, unless it was the table's last, its last key (server order and natural values).
+struct ReadAhead {
+    low: BinlogPosition,
+    rows: Vec<Vec<Datum>>,
+    upper: Option<(SortKey, Vec<Datum>)>,
+    high: BinlogPosition,
+}
+
+/// Reads the chunks of one table after `done_key` in key order, each between two binlog end
+/// positions (the end after a chunk is the start of the next), until the table's last chunk or
+/// until the receiver is gone; gives the connection back.
+async fn read_chunks(
+    mut conn: Conn,
+    cfg: Arc<CdcConfig>,
+    t: Arc<Captured>,
+    mut done_key: Option<Vec<Datum>>,
+    tx: tokio::sync::mpsc::Sender<Result<ReadAhead>>,
+) -> Conn {
+    let mut cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    cols.extend(chunks::weight_columns(&t.schema));
+    let from = format!("{}.{}", quote_ident(&t.schema.database), quote_ident(&t.schema.table));
+    let mut low = None;
+    loop {
+        let read = async {
+            let low = match low.take() {
+                Some(p) => p,
+                None => master_status(&mut conn, &cfg).await?,
+            };
+            let cond = done_key
+                .as_ref()
+                .map(|k| format!(" WHERE {}", chunks::after_condition(&t.schema, k)))
+                .unwrap_or_default();
+            let sql = format!(
+                "SELECT {} FROM {from}{cond} ORDER BY {} LIMIT {}",
+                cols.join(", "),
+                chunks::order_by(&t.schema),
+                cfg.chunk_size
+            );
+            let Chunk { rows, last } = read_chunk(&mut conn, &cfg, &t, &sql).await?;
+            let upper = match (rows.last(), last) {
+                (Some(r), Some(sort)) if rows.len() >= cfg.chunk_size => {
+                    Some((sort, t.schema.primary_key.iter().map(|i| r[*i].clone()).collect::<Vec<_>>()))
+                }
+                _ => None,
+            };
+            let high = master_status(&mut conn, &cfg).await?;
+            Ok(ReadAhead { low, rows, upper, high })
+        }
+        .await;
+        let next = match &read {
+            Ok(c) => c.upper.as_ref().map(|(_, k)| (k.clone(), c.high.clone())),
+            Err(_) => None,
+        };
+        if tx.send(read).await.is_err() {
+            return conn;
+        }
+        match next {
+            Some((k, high)) => {
+                done_key = Some(k);
+                low = Some(high);
+            }
+            None => return conn,
+        }
+    }
 }
 
 /// One progress line per table: rows read of information_schema's estimate, and rates.
@@ -1507,7 +1614,7 @@ mod tests {
             primary_key: vec![0],
             estimated_rows: 0,
         };
-        let table = Arc::new(Captured { schema, map: vec![Some(0)], needed: vec![true], order: 0 });
+        let table = Arc::new(Captured::from_parts(schema, vec![Some(0)], vec![true], 0));
         let ch = |kind, k| Change { table: table.clone(), kind, row: vec![Datum::Int(k)], ts_ms: 0 };
         let changes = vec![
             ch(RowKind::UpdateBefore, 1),
@@ -1520,7 +1627,8 @@ mod tests {
         let state = SnapState { table: 0, done_upto: Some(key(10)), chunk: None };
         let kept: Vec<(i64, RowKind)> = pair_kinds(&changes, |i, c| state.zone(c, Some(&keys[i])) == Zone::Emitted)
             .into_iter()
-            .map(|(c, k)| (if let Datum::Int(i) = c.row[0] { i } else { -1 }, k))
+            .zip(&changes)
+            .filter_map(|(k, c)| k.map(|k| (if let Datum::Int(i) = c.row[0] { i } else { -1 }, k)))
             .collect();
         assert_eq!(kept, vec![(1, RowKind::Delete), (2, RowKind::Insert)]);
         let chunk = SnapState { table: 0, done_upto: Some(key(10)), chunk: Some(Some(key(150))) };
