@@ -369,13 +369,7 @@ mod tests {
 
     #[test]
     fn truncated_images_are_errors() {
-        let schema = TableSchema {
-            database: "d".into(),
-            table: "t".into(),
-            columns: vec![super::super::schema::tests::col("int", "int(11)")],
-            primary_key: vec![0],
-            estimated_rows: 0,
-        };
+        let schema = super::super::schema::tests::int_key_table();
         let plan = RowPlan { columns: vec![(Layout::Int(4), Family::Int, true)] };
         let mut data: &[u8] = &[0, 1, 0, 0, 0, 0, 7];
         assert_eq!(plan.decode(&schema, &mut data).unwrap(), vec![Datum::Int(1)]);

@@ -353,6 +353,11 @@ pub async fn load_table(conn: &mut Conn, database: &str, table: &str) -> Result<
 pub(crate) mod tests {
     use super::*;
 
+    /// A table `d.t` with one INT key column.
+    pub fn int_key_table() -> TableSchema {
+        TableSchema { database: "d".into(), table: "t".into(), columns: vec![col("int", "int(11)")], primary_key: vec![0], estimated_rows: 0 }
+    }
+
     pub fn col(data_type: &str, column_type: &str) -> MySqlColumn {
         MySqlColumn {
             name: "c".into(),

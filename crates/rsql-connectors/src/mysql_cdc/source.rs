@@ -1607,13 +1607,7 @@ mod tests {
 
     #[test]
     fn update_pairs_split_at_the_snapshot_boundary() {
-        let schema = TableSchema {
-            database: "d".into(),
-            table: "t".into(),
-            columns: vec![super::super::schema::tests::col("int", "int(11)")],
-            primary_key: vec![0],
-            estimated_rows: 0,
-        };
+        let schema = super::super::schema::tests::int_key_table();
         let table = Arc::new(Captured::from_parts(schema, vec![Some(0)], vec![true], 0));
         let ch = |kind, k| Change { table: table.clone(), kind, row: vec![Datum::Int(k)], ts_ms: 0 };
         let changes = vec![
