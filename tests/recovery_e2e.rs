@@ -1,5 +1,5 @@
 //! Crash and outage recovery of the seed pipeline, end to end, on a MariaDB and a broker of this
-//! test's own (so it can restart them): sql/demo.sql runs with checkpoints every 300 ms while a
+//! test's own (so it can restart them): sql/demo.sql runs with checkpoints every 100 ms while a
 //! writer keeps changing MariaDB. rsql-client is killed with SIGKILL during the snapshot phase
 //! and again during the binlog phase and restarted each time; the broker and then MariaDB are
 //! restarted under it; finally it is killed once more after the writer stopped and the time from
@@ -170,7 +170,7 @@ fn kills_and_outages_lose_nothing() {
     std::fs::write(
         work_dir().join("checkpointing.sql"),
         format!(
-            "SET 'execution.checkpointing.interval' = '300ms';\nSET 'execution.checkpointing.dir' = 'file://{}';\nSET 'state.checkpoints.num-retained' = '2';\n",
+            "SET 'execution.checkpointing.interval' = '100ms';\nSET 'execution.checkpointing.dir' = 'file://{}';\nSET 'state.checkpoints.num-retained' = '2';\n",
             work_dir().join("ckpt").display()
         ),
     )
