@@ -4,12 +4,11 @@
 //! group's committed offsets, and 'exactly-once' refused at job start by a broker without
 //! transactions.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
-}
+use common::{root, run_client_file};
 
 fn suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
@@ -35,8 +34,7 @@ fn run(script: &str) -> (i32, String, String) {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join(format!("s{}.sql", suffix()));
     std::fs::write(&file, script.replace("BOOTSTRAP", &bootstrap())).expect("write script");
-    let out = Command::new(env!("CARGO_BIN_EXE_rsql-client")).current_dir(root()).arg("-f").arg(&file).output().expect("run rsql-client");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    run_client_file(&file)
 }
 
 #[test]

@@ -2,12 +2,11 @@
 //! value access, collection functions and constructors in a SELECT printed in tableau mode and
 //! in INSERTs (from a query and from VALUES) into a filesystem json sink read back afterwards.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
-}
+use std::path::{Path, PathBuf};
+
+use common::run_client_file;
 
 fn temp_dir() -> PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -19,8 +18,7 @@ fn temp_dir() -> PathBuf {
 fn run_script(dir: &Path, text: &str) -> (i32, String, String) {
     let file = dir.join("script.sql");
     std::fs::write(&file, text).expect("write script");
-    let out = Command::new(env!("CARGO_BIN_EXE_rsql-client")).current_dir(root()).arg("-f").arg(&file).output().expect("run rsql-client");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    run_client_file(&file)
 }
 
 /// Every JSON line of the part files under `dir`.

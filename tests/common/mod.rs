@@ -11,6 +11,12 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
+/// Runs `rsql-client -f file` from the repository root; returns its exit code, stdout and stderr.
+pub fn run_client_file(file: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rsql-client")).current_dir(root()).arg("-f").arg(file).output().expect("run rsql-client");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 pub fn sh(script: &str, args: &[&str], env: &[(&str, String)]) -> String {
     let mut c = Command::new("bash");
     c.current_dir(root()).arg(script).args(args);

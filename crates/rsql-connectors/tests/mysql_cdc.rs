@@ -316,6 +316,14 @@ async fn int_table_in_chunks(name: &str, rows: i64, chunk: &str) -> (Conn, Strin
     (c, db, t)
 }
 
+/// A small deterministic generator for the test writers (the same sequence on every run).
+fn lcg(mut seed: u64) -> impl FnMut() -> i64 {
+    move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as i64
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_then_binlog_changes() {
     let (mut c, db) = fresh_db("basic").await;
@@ -381,11 +389,7 @@ async fn snapshot_switches_to_binlog_under_concurrent_writes() {
     let writer = tokio::spawn(async move {
         let mut w = conn().await;
         w.query_drop(format!("USE {writer_db}")).await.unwrap();
-        let mut seed: u64 = 42;
-        let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as i64
-        };
+        let mut next = lcg(42);
         for i in 0..400 {
             let k = next() % 7000 + 1;
             let sql = match i % 4 {
@@ -752,11 +756,7 @@ async fn restarts_from_saved_positions_without_loss_or_duplicates() {
     let writer = tokio::spawn(async move {
         let mut w = conn().await;
         w.query_drop(format!("USE {writer_db}")).await.unwrap();
-        let mut seed: u64 = 7;
-        let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as i64
-        };
+        let mut next = lcg(7);
         for i in 0..600 {
             let k = next() % 4500 + 1;
             let sql = match i % 3 {
@@ -926,11 +926,7 @@ async fn chunked_by_key_under_concurrent_writes(
     let writer = tokio::spawn(async move {
         let mut w = conn().await;
         w.query_drop(format!("USE {writer_db}")).await.unwrap();
-        let mut seed: u64 = 11;
-        let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as i64
-        };
+        let mut next = lcg(11);
         for i in 0..400 {
             let id = next() % 3500 + 1;
             let sql = match i % 4 {
