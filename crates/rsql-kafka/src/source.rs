@@ -636,7 +636,6 @@ impl Source for KafkaSource {
 
         let mut next_discovery = self.cfg.discovery_interval.filter(|_| !bounded_mode(&self.cfg)).map(|d| Instant::now() + d);
         let batch_size = ctx.batch_size.max(1);
-        let delay = if ctx.max_batch_delay.is_zero() { Duration::from_millis(100) } else { ctx.max_batch_delay };
         let mut first_row_at: Option<Instant> = None;
         let mut last_commit = Instant::now();
         let mut backoff = Duration::from_millis(100);
@@ -668,20 +667,10 @@ impl Source for KafkaSource {
                     }
                 }
             }
-            let deadline = first_row_at.map(|t| t + delay);
-            let wake = match (deadline, next_discovery) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = if first_row_at.is_some() { Some(Instant::now()) } else { next_discovery };
             let event = tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => Event::Stop,
-                _ = async {
-                    match wake {
-                        Some(d) => tokio::time::sleep_until(d.into()).await,
-                        None => std::future::pending::<()>().await,
-                    }
-                } => if deadline.map(|d| Instant::now() >= d).unwrap_or(false) { Event::Flush } else { Event::Nothing },
                 m = consumer.recv() => {
                     match m {
                         Ok(msg) => {
@@ -720,6 +709,15 @@ impl Source for KafkaSource {
                         Err(e) => Event::Error(e),
                     }
                 }
+                // Polled after the consumer: rows waiting to be handed on go as soon as no
+                // message is ready, so a quiet topic is not held for the batch delay and a busy
+                // one still fills its batches.
+                _ = async {
+                    match wake {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => if first_row_at.is_some() { Event::Flush } else { Event::Nothing },
             };
             match event {
                 Event::Stop => break 'run Ok(()),

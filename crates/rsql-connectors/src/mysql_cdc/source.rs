@@ -704,8 +704,9 @@ impl BinlogReader {
     }
 
     /// Reads the next event, reconnecting when the connection drops; returns `Idle` when
-    /// `deadline` passes first.
-    async fn next(&mut self, deadline: Option<Instant>) -> Result<Step> {
+    /// `deadline` passes first, or at once when `drained` is set and no event is waiting (the
+    /// caller has rows to hand on and the reader is at the server's end).
+    async fn next(&mut self, deadline: Option<Instant>, drained: bool) -> Result<Step> {
         loop {
             if self.stream.is_none() {
                 self.reconnect().await?;
@@ -719,6 +720,9 @@ impl BinlogReader {
                     // Nothing more has arrived: the reader is at the server's end.
                     if self.report_lag {
                         self.status.caught_up();
+                    }
+                    if drained {
+                        return Ok(Step::Idle);
                     }
                     tokio::time::timeout_at(wake.into(), stream.next()).await
                 }
@@ -1151,12 +1155,15 @@ impl Job {
         self.publish_position();
         loop {
             let deadline = self.emitter.deadline().or_else(|| self.idle_report_deadline());
+            // Rows are handed on as soon as the binlog has nothing more waiting, so a quiet
+            // stream is not held for the batch delay; a busy one still fills its batches.
+            let drained = self.emitter.len() > 0;
             let step = tokio::select! {
                 biased;
                 _ = ctx.stopped() => {
                     return self.flush(ctx).await;
                 }
-                s = self.reader.next(deadline) => s?,
+                s = self.reader.next(deadline, drained) => s?,
             };
             match step {
                 Step::Commit(changes) => {
@@ -1381,7 +1388,7 @@ impl Job {
             let step = tokio::select! {
                 biased;
                 _ = ctx.stopped() => return Ok(false),
-                s = self.reader.next(None) => s?,
+                s = self.reader.next(None, false) => s?,
             };
             let Step::Commit(changes) = step else { continue };
             let keys = self.change_keys(&changes, state.table).await?;
