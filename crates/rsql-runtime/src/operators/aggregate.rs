@@ -6,12 +6,20 @@
 //! a changed result emits -U/+U, and an unchanged result emits nothing (with a state TTL set it
 //! emits -U/+U anyway, as Flink does, so downstream state is written again too).
 //!
+//! State is a struct of arrays: [`KeySlots`] maps each group key to a dense slot id, and the row
+//! counts and every call's accumulators are columns indexed by that id. COUNT(*) is the row
+//! count itself, COUNT is an i64, SUM/AVG over integers an i64 sum (moved to a wide side map for
+//! the rare group that leaves the i64 range) with its value count, insert-only MIN/MAX/
+//! FIRST_VALUE/LAST_VALUE over numbers a value plus a bit; only the accumulators that keep
+//! values (and DISTINCT value counts) are boxed, per group, and absent until used.
+//!
 //! A batch is processed column-wise: the group keys of the whole batch are encoded once, every
 //! row is resolved to its group's slot in one hash lookup, accumulators are updated from typed
 //! arrays, and the output is built from typed value vectors and a `take` of the key columns.
 //! With `table.exec.state.ttl` a group not written for the TTL is dropped (on access and by an
 //! incremental sweep) and starts again from empty.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use datafusion_common::ScalarValue;
@@ -21,7 +29,7 @@ use rsql_common::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef}
 use rsql_common::arrow::record_batch::RecordBatch;
 use rsql_common::{ChangeBatch, Result, RowKind, RsqlError};
 
-use super::state::{KeyedStore, RowCodec, StateReader, StateTtl, StateWriter, PREFETCH_ENTRY, PREFETCH_SLOT};
+use super::state::{put, Bits, KeySlots, RowCodec, StateReader, StateTtl, StateWriter, PREFETCH_ENTRY, PREFETCH_SLOT};
 use super::Operator;
 use crate::graph::{AggCall, AggFunc};
 
@@ -32,6 +40,8 @@ enum Numeric {
     Decimal(u8, i8),
 }
 
+/// One group's accumulator for one call: how the value-keeping ones are stored (boxed), and the
+/// form every accumulator is read in for results and snapshots.
 #[derive(Clone, Debug)]
 enum Acc {
     Count(i64),
@@ -69,14 +79,206 @@ impl Keep {
     }
 }
 
-#[derive(Clone, Debug)]
-struct GroupState {
-    count: i64,
-    /// The batch that last touched the group (see `GroupAggregate::epoch`).
-    epoch: u64,
-    accs: Box<[Acc]>,
-    /// Per aggregate call (empty when no call is DISTINCT): for DISTINCT calls, value -> count.
-    distinct: Vec<Option<HashMap<Vec<u8>, i64>>>,
+/// DISTINCT value bytes -> how many times present.
+type ValueCounts = HashMap<Vec<u8>, i64>;
+
+/// One aggregate call's accumulators, one entry per slot id.
+enum AccCol {
+    /// COUNT(*) without FILTER: the group's row count, nothing of its own.
+    RowCount,
+    Count(Vec<i64>),
+    /// SUM/AVG over integers and decimals: (sum, values summed). A group whose sum leaves the
+    /// i64 range keeps its sum in `wide` from then on.
+    SumInt { sums: Vec<(i64, i64)>, wide: HashMap<u32, i128> },
+    /// SUM/AVG over floating point: (sum, values summed).
+    SumFloat(Vec<(f64, i64)>),
+    /// Insert-only MIN/MAX/FIRST_VALUE/LAST_VALUE over integers (widened to i64): the value
+    /// kept, valid where `set` is.
+    KeptInt { v: Vec<i64>, set: Bits, rule: Keep },
+    /// The same over floating point (ordered by `total_cmp`).
+    KeptFloat { v: Vec<f64>, set: Bits, rule: Keep },
+    /// Every other accumulator, boxed per group; a group without one yet reads as `empty`.
+    Boxed { empty: Acc, v: Vec<Option<Box<Acc>>> },
+}
+
+impl AccCol {
+    /// The column for a call whose empty accumulator is `empty`; `row_count` when it is the
+    /// group's row count.
+    fn new(empty: &Acc, row_count: bool) -> AccCol {
+        match empty {
+            _ if row_count => AccCol::RowCount,
+            Acc::Count(_) => AccCol::Count(Vec::new()),
+            Acc::SumInt { .. } => AccCol::SumInt { sums: Vec::new(), wide: HashMap::new() },
+            Acc::SumFloat { .. } => AccCol::SumFloat(Vec::new()),
+            Acc::KeptInt { rule, .. } => AccCol::KeptInt { v: Vec::new(), set: Bits::default(), rule: *rule },
+            Acc::KeptFloat { rule, .. } => AccCol::KeptFloat { v: Vec::new(), set: Bits::default(), rule: *rule },
+            other => AccCol::Boxed { empty: other.clone(), v: Vec::new() },
+        }
+    }
+
+    /// Starts slot `s` empty (a new group, possibly on a reused id).
+    fn reset(&mut self, s: u32) {
+        match self {
+            AccCol::RowCount => {}
+            AccCol::Count(v) => put(v, s, 0),
+            AccCol::SumInt { sums, wide } => {
+                put(sums, s, (0, 0));
+                if !wide.is_empty() {
+                    wide.remove(&s);
+                }
+            }
+            AccCol::SumFloat(v) => put(v, s, (0.0, 0)),
+            AccCol::KeptInt { v, set, .. } => {
+                put(v, s, 0);
+                set.set(s, false);
+            }
+            AccCol::KeptFloat { v, set, .. } => {
+                put(v, s, 0.0);
+                set.set(s, false);
+            }
+            AccCol::Boxed { v, .. } => put(v, s, None),
+        }
+    }
+
+    /// Frees what slot `s` holds on the heap (its group is gone).
+    fn release(&mut self, s: u32) {
+        match self {
+            AccCol::SumInt { wide, .. } if !wide.is_empty() => {
+                wide.remove(&s);
+            }
+            AccCol::Boxed { v, .. } => {
+                if let Some(x) = v.get_mut(s as usize) {
+                    *x = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Slot `s`'s accumulator as one value (borrowed when boxed); `count` is its row count.
+    fn get(&self, s: u32, count: i64) -> Cow<'_, Acc> {
+        let i = s as usize;
+        Cow::Owned(match self {
+            AccCol::RowCount => Acc::Count(count),
+            AccCol::Count(v) => Acc::Count(v.get(i).copied().unwrap_or(0)),
+            AccCol::SumInt { sums, wide } => {
+                let (sum, n) = sums.get(i).copied().unwrap_or_default();
+                Acc::SumInt { sum: wide.get(&s).copied().unwrap_or(sum as i128), n }
+            }
+            AccCol::SumFloat(v) => {
+                let (sum, n) = v.get(i).copied().unwrap_or_default();
+                Acc::SumFloat { sum, n }
+            }
+            AccCol::KeptInt { v, set, rule } => Acc::KeptInt { v: v.get(i).copied().filter(|_| set.get(s)), rule: *rule },
+            AccCol::KeptFloat { v, set, rule } => Acc::KeptFloat { v: v.get(i).copied().filter(|_| set.get(s)), rule: *rule },
+            AccCol::Boxed { empty, v } => return Cow::Borrowed(v.get(i).and_then(|b| b.as_deref()).unwrap_or(empty)),
+        })
+    }
+
+    /// Sets slot `s`'s accumulator from one value of the kind the column holds (a restore).
+    fn set(&mut self, s: u32, acc: Acc) -> Result<()> {
+        match (self, acc) {
+            (AccCol::RowCount, Acc::Count(_)) => {}
+            (AccCol::Count(v), Acc::Count(n)) => put(v, s, n),
+            (AccCol::SumInt { sums, wide }, Acc::SumInt { sum, n }) => match i64::try_from(sum) {
+                Ok(x) => put(sums, s, (x, n)),
+                Err(_) => {
+                    put(sums, s, (0, n));
+                    wide.insert(s, sum);
+                }
+            },
+            (AccCol::SumFloat(v), Acc::SumFloat { sum, n }) => put(v, s, (sum, n)),
+            (AccCol::KeptInt { v, set, .. }, Acc::KeptInt { v: x, .. }) => {
+                put(v, s, x.unwrap_or(0));
+                set.set(s, x.is_some());
+            }
+            (AccCol::KeptFloat { v, set, .. }, Acc::KeptFloat { v: x, .. }) => {
+                put(v, s, x.unwrap_or(0.0));
+                set.set(s, x.is_some());
+            }
+            (AccCol::Boxed { v, .. }, acc) => put(v, s, Some(Box::new(acc))),
+            _ => return Err(RsqlError::execution("aggregate snapshot does not match the aggregate's calls")),
+        }
+        Ok(())
+    }
+
+    /// Adds (`w` > 0) or takes back (`w` < 0) value `i` of `arg` into slot `s`.
+    #[inline]
+    fn apply(&mut self, arg: &Arg, i: usize, s: u32, w: i64) {
+        let x = s as usize;
+        match (self, arg) {
+            (AccCol::RowCount, _) => {}
+            (AccCol::Count(v), _) => {
+                if let Some(n) = v.get_mut(x) {
+                    *n += w;
+                }
+            }
+            (AccCol::SumInt { sums, wide }, Arg::Int(a)) => add_int(sums, wide, s, a.value(i) as i128 * w as i128, w),
+            (AccCol::SumInt { sums, wide }, Arg::Decimal(a)) => add_int(sums, wide, s, a.value(i).wrapping_mul(w as i128), w),
+            (AccCol::SumFloat(v), Arg::Float(a)) => {
+                if let Some(e) = v.get_mut(x) {
+                    e.0 += a.value(i) * w as f64;
+                    e.1 += w;
+                }
+            }
+            (AccCol::KeptInt { v, set, rule }, Arg::Int(a)) => {
+                let new = a.value(i);
+                if let Some(cur) = v.get_mut(x).filter(|_| w > 0) {
+                    if !set.get(s) || rule.replaces(new.cmp(cur)) {
+                        *cur = new;
+                        set.set(s, true);
+                    }
+                }
+            }
+            (AccCol::KeptFloat { v, set, rule }, Arg::Float(a)) => {
+                let new = a.value(i);
+                if let Some(cur) = v.get_mut(x).filter(|_| w > 0) {
+                    if !set.get(s) || rule.replaces(new.total_cmp(cur)) {
+                        *cur = new;
+                        set.set(s, true);
+                    }
+                }
+            }
+            (AccCol::Boxed { empty, v }, arg) => {
+                if let Some(b) = v.get_mut(x) {
+                    apply(b.get_or_insert_with(|| Box::new(empty.clone())), arg, i, w);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Memory held (boxed accumulators counted by their inline size).
+    fn bytes(&self) -> usize {
+        match self {
+            AccCol::RowCount => 0,
+            AccCol::Count(v) => v.capacity() * 8,
+            AccCol::SumInt { sums, wide } => sums.capacity() * 16 + wide.capacity() * 32,
+            AccCol::SumFloat(v) => v.capacity() * 16,
+            AccCol::KeptInt { v, set, .. } => v.capacity() * 8 + set.bytes(),
+            AccCol::KeptFloat { v, set, .. } => v.capacity() * 8 + set.bytes(),
+            AccCol::Boxed { v, .. } => v.capacity() * 8 + v.iter().flatten().count() * std::mem::size_of::<Acc>(),
+        }
+    }
+}
+
+/// Adds `delta` (value times weight `w`) to slot `s`'s integer sum.
+#[inline]
+fn add_int(sums: &mut [(i64, i64)], wide: &mut HashMap<u32, i128>, s: u32, delta: i128, w: i64) {
+    let Some(e) = sums.get_mut(s as usize) else { return };
+    e.1 += w;
+    if !wide.is_empty() {
+        if let Some(x) = wide.get_mut(&s) {
+            *x = x.wrapping_add(delta);
+            return;
+        }
+    }
+    match i64::try_from(delta).ok().and_then(|d| e.0.checked_add(d)) {
+        Some(v) => e.0 = v,
+        None => {
+            wide.insert(s, (e.0 as i128).wrapping_add(delta));
+        }
+    }
 }
 
 /// How a call's result is collected for output.
@@ -97,6 +299,8 @@ struct CallInfo {
     /// Insert-only MIN/MAX/FIRST_VALUE/LAST_VALUE over a primitive number: kept as i64 or f64.
     kept_numeric: Option<Numeric>,
     out: OutKind,
+    /// The accumulator of a group that has seen no value.
+    empty: Acc,
 }
 
 pub struct GroupAggregate {
@@ -106,8 +310,16 @@ pub struct GroupAggregate {
     global: bool,
     calls: Vec<CallInfo>,
     schema: SchemaRef,
-    groups: KeyedStore<GroupState>,
-    epoch: u64,
+    /// Group keys -> slot ids, which index the columns below.
+    keys: KeySlots,
+    /// Rows per group.
+    count: Vec<i64>,
+    /// Groups the current batch has touched.
+    touched: Bits,
+    /// One column of accumulators per call.
+    cols: Vec<AccCol>,
+    /// Per call, for DISTINCT calls: each group's value counts.
+    distinct: Vec<Option<Vec<Option<Box<ValueCounts>>>>>,
     ttl: StateTtl,
 }
 
@@ -177,6 +389,28 @@ fn is_int(t: &DataType) -> bool {
     matches!(t, DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32)
 }
 
+/// The accumulator of a group that has seen no value, for a call over an argument of the given
+/// kind (`kept_value`: an insert-only kept value of a non-numeric type).
+fn empty_acc(call: &AggCall, numeric: Option<Numeric>, kept_numeric: Option<Numeric>, kept_value: bool) -> Acc {
+    let rule = match call.func {
+        AggFunc::Min => Keep::Min,
+        AggFunc::Max => Keep::Max,
+        AggFunc::FirstValue => Keep::First,
+        _ => Keep::Last,
+    };
+    match (&call.func, numeric) {
+        (AggFunc::Count | AggFunc::CountStar, _) => Acc::Count(0),
+        (AggFunc::Sum | AggFunc::Avg, Some(Numeric::Float)) => Acc::SumFloat { sum: 0.0, n: 0 },
+        (AggFunc::Sum | AggFunc::Avg, _) => Acc::SumInt { sum: 0, n: 0 },
+        (AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue, _) if kept_numeric == Some(Numeric::Int) => Acc::KeptInt { v: None, rule },
+        (AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue, _) if kept_numeric == Some(Numeric::Float) => Acc::KeptFloat { v: None, rule },
+        (AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue, _) if kept_value => Acc::Kept { v: None, rule },
+        (AggFunc::Min | AggFunc::Max, _) => Acc::Ordered(BTreeMap::new()),
+        (AggFunc::FirstValue | AggFunc::LastValue, _) => Acc::Seq(Vec::new()),
+        (AggFunc::ListAgg(_), _) => Acc::Strings(Vec::new()),
+    }
+}
+
 const MISSING: u32 = u32::MAX;
 
 /// A group touched by the current batch, in first-touch order.
@@ -230,60 +464,72 @@ impl GroupAggregate {
                 (_, _, Some(Numeric::Float)) => OutKind::Float,
                 _ => OutKind::Scalar,
             };
-            calls.push(CallInfo { call, numeric, codec, value_codec, kept_numeric, out });
+            let empty = empty_acc(&call, numeric, kept_numeric, value_codec.is_some());
+            calls.push(CallInfo { call, numeric, codec, value_codec, kept_numeric, out, empty });
         }
-        Ok(GroupAggregate {
+        let mut agg = GroupAggregate {
             group_codec: RowCodec::new(&input, Some(group))?,
             group: group.to_vec(),
             global: group.is_empty(),
             calls,
             schema,
-            groups: KeyedStore::default(),
-            epoch: 0,
+            keys: KeySlots::default(),
+            count: Vec::new(),
+            touched: Bits::default(),
+            cols: Vec::new(),
+            distinct: Vec::new(),
             ttl: StateTtl::default(),
-        })
+        };
+        agg.clear_state();
+        Ok(agg)
     }
 
     /// Bounds the state with a TTL (`table.exec.state.ttl`).
     pub fn with_ttl(mut self, ttl: StateTtl) -> Self {
+        if ttl.enabled() {
+            self.keys.track_written();
+        }
         self.ttl = ttl;
         self
     }
 
-    fn new_group(&self) -> GroupState {
-        let accs = self
-            .calls
-            .iter()
-            .map(|c| {
-                let rule = match c.call.func {
-                    AggFunc::Min => Keep::Min,
-                    AggFunc::Max => Keep::Max,
-                    AggFunc::FirstValue => Keep::First,
-                    _ => Keep::Last,
-                };
-                match (&c.call.func, c.numeric) {
-                    (AggFunc::Count | AggFunc::CountStar, _) => Acc::Count(0),
-                    (AggFunc::Sum | AggFunc::Avg, Some(Numeric::Float)) => Acc::SumFloat { sum: 0.0, n: 0 },
-                    (AggFunc::Sum | AggFunc::Avg, _) => Acc::SumInt { sum: 0, n: 0 },
-                    (AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue, _) if c.kept_numeric == Some(Numeric::Int) => {
-                        Acc::KeptInt { v: None, rule }
-                    }
-                    (AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue, _) if c.kept_numeric == Some(Numeric::Float) => {
-                        Acc::KeptFloat { v: None, rule }
-                    }
-                    (AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue, _) if c.value_codec.is_some() => Acc::Kept { v: None, rule },
-                    (AggFunc::Min | AggFunc::Max, _) => Acc::Ordered(BTreeMap::new()),
-                    (AggFunc::FirstValue | AggFunc::LastValue, _) => Acc::Seq(Vec::new()),
-                    (AggFunc::ListAgg(_), _) => Acc::Strings(Vec::new()),
-                }
-            })
-            .collect();
-        let distinct = if self.calls.iter().any(|c| c.call.distinct) {
-            self.calls.iter().map(|c| if c.call.distinct { Some(HashMap::new()) } else { None }).collect()
-        } else {
-            Vec::new()
-        };
-        GroupState { count: 0, epoch: 0, accs, distinct }
+    /// Drops every group.
+    fn clear_state(&mut self) {
+        self.keys.clear();
+        self.count = Vec::new();
+        self.touched.clear();
+        self.cols = self.calls.iter().map(|c| AccCol::new(&c.empty, c.call.func == AggFunc::CountStar && c.call.filter.is_none() && !c.call.distinct)).collect();
+        self.distinct = self.calls.iter().map(|c| c.call.distinct.then(Vec::new)).collect();
+    }
+
+    /// Starts slot `s` as an empty group.
+    fn init_slot(&mut self, s: u32) {
+        put(&mut self.count, s, 0);
+        self.touched.set(s, false);
+        for col in &mut self.cols {
+            col.reset(s);
+        }
+        for d in self.distinct.iter_mut().flatten() {
+            put(d, s, None);
+        }
+    }
+
+    /// Drops the group in slot `s`.
+    fn remove_group(&mut self, s: u32) {
+        self.keys.remove(s);
+        self.release_slot(s);
+    }
+
+    /// Frees the heap memory of slot `s` (removed from `keys` already).
+    fn release_slot(&mut self, s: u32) {
+        for col in &mut self.cols {
+            col.release(s);
+        }
+        for d in self.distinct.iter_mut().flatten() {
+            if let Some(x) = d.get_mut(s as usize) {
+                *x = None;
+            }
+        }
     }
 
     fn prepare_args(&self, batch: &RecordBatch) -> Result<Vec<Arg>> {
@@ -320,24 +566,36 @@ impl GroupAggregate {
             .collect()
     }
 
-    /// Appends group `g`'s result for every call to `cols`.
-    fn push_result(&self, g: &GroupState, cols: &mut [OutCol]) -> Result<()> {
-        for ((c, acc), col) in self.calls.iter().zip(g.accs.iter()).zip(cols.iter_mut()) {
+    /// Appends slot `s`'s result for every call to `cols`.
+    fn push_result(&self, s: u32, cols: &mut [OutCol]) -> Result<()> {
+        let i = s as usize;
+        let count = self.count.get(i).copied().unwrap_or(0);
+        for ((c, acc), col) in self.calls.iter().zip(&self.cols).zip(cols.iter_mut()) {
             match (col, acc) {
-                (OutCol::Int(v), Acc::Count(n)) => v.push(Some(*n)),
-                (OutCol::Int(v), Acc::SumInt { n: 0, .. }) => v.push(None),
-                (OutCol::Int(v), Acc::SumInt { sum, n }) => v.push(Some(if c.call.func == AggFunc::Avg {
-                    // Flink's AVG over integers is an integer (truncated).
-                    (*sum / *n as i128) as i64
-                } else {
-                    *sum as i64
-                })),
-                (OutCol::Int(v), Acc::KeptInt { v: x, .. }) => v.push(*x),
-                (OutCol::Float(v), Acc::SumFloat { n: 0, .. }) => v.push(None),
-                (OutCol::Float(v), Acc::SumFloat { sum, n }) => v.push(Some(if c.call.func == AggFunc::Avg { *sum / *n as f64 } else { *sum })),
-                (OutCol::Float(v), Acc::KeptFloat { v: x, .. }) => v.push(*x),
+                (OutCol::Int(v), AccCol::RowCount) => v.push(Some(count)),
+                (OutCol::Int(v), AccCol::Count(x)) => v.push(Some(x.get(i).copied().unwrap_or(0))),
+                (OutCol::Int(v), AccCol::SumInt { sums, wide }) => {
+                    let (sum, n) = sums.get(i).copied().unwrap_or_default();
+                    v.push(if n == 0 {
+                        None
+                    } else {
+                        let sum = if wide.is_empty() { sum as i128 } else { wide.get(&s).copied().unwrap_or(sum as i128) };
+                        // Flink's AVG over integers is an integer (truncated).
+                        Some(if c.call.func == AggFunc::Avg { (sum / n as i128) as i64 } else { sum as i64 })
+                    })
+                }
+                (OutCol::Int(v), AccCol::KeptInt { v: x, set, .. }) => v.push(x.get(i).copied().filter(|_| set.get(s))),
+                (OutCol::Float(v), AccCol::SumFloat(x)) => {
+                    let (sum, n) = x.get(i).copied().unwrap_or_default();
+                    v.push(if n == 0 {
+                        None
+                    } else {
+                        Some(if c.call.func == AggFunc::Avg { sum / n as f64 } else { sum })
+                    })
+                }
+                (OutCol::Float(v), AccCol::KeptFloat { v: x, set, .. }) => v.push(x.get(i).copied().filter(|_| set.get(s))),
                 (OutCol::Scalar(v), acc) => {
-                    let x = self.scalar_result(c, acc)?;
+                    let x = self.scalar_result(c, &acc.get(s, count))?;
                     let ot = &c.call.output_type;
                     v.push(if x.data_type() == *ot { x } else { x.cast_to(ot)? });
                 }
@@ -408,57 +666,47 @@ impl GroupAggregate {
         let n = batch.num_rows();
         let keys = if self.global { None } else { Some(self.group_codec.encode(batch.data.columns())?) };
         let now = self.ttl.now();
-        let epoch = self.epoch;
+        let ttl_on = self.ttl.enabled();
         let mut slots = Vec::with_capacity(n);
         let mut touched: Vec<Touch> = Vec::new();
         let mut prev_len = 0u32;
         // Keys first seen as retractions of groups that do not exist (rare).
         let mut missing: HashSet<Vec<u8>> = HashSet::new();
         // Key hashes first, so that each lookup can start loading the index entry and the
-        // slot of the lookups a few rows ahead (their cache misses then overlap).
+        // key bytes of the lookups a few rows ahead (their cache misses then overlap).
         let hashes: Vec<u64> = match &keys {
-            Some(k) => (0..n).map(|i| self.groups.hash(k.row(i).data())).collect(),
-            None => vec![self.groups.hash(&[]); n],
+            Some(k) => (0..n).map(|i| self.keys.hash(k.row(i).data())).collect(),
+            None => vec![self.keys.hash(&[]); n],
         };
         for i in 0..n {
             if let Some(h) = hashes.get(i + PREFETCH_ENTRY) {
-                self.groups.prefetch(*h, false);
+                self.keys.prefetch(*h, false);
             }
             if let Some(h) = hashes.get(i + PREFETCH_SLOT) {
-                self.groups.prefetch(*h, true);
+                self.keys.prefetch(*h, true);
             }
             let kb: &[u8] = match &keys {
                 Some(k) => k.row(i).data(),
                 None => &[],
             };
-            let mut id = self.groups.find_hashed(hashes[i], kb);
+            let mut id = self.keys.find_hashed(hashes[i], kb);
             if let Some(s) = id {
-                let expired = self.groups.get(s).is_some_and(|g| g.value.epoch != epoch && self.ttl.expired(g.written, now));
-                if expired {
+                if ttl_on && !self.touched.get(s) && self.ttl.expired(self.keys.written(s), now) {
                     // Never return expired state: the group starts again from empty.
-                    self.groups.remove(s);
+                    self.remove_group(s);
                     id = None;
                 }
             }
             match id {
                 Some(s) => {
-                    let first = match self.groups.get_mut(s) {
-                        Some(g) => {
-                            g.written = now;
-                            let first = g.value.epoch != epoch;
-                            g.value.epoch = epoch;
-                            first
-                        }
-                        None => return Err(RsqlError::execution("aggregate state slot vanished")),
-                    };
-                    if first {
+                    self.keys.touch(s, now);
+                    if !self.touched.get(s) {
+                        self.touched.set(s, true);
                         let mut p = None;
-                        if let Some(g) = self.groups.get(s) {
-                            if g.value.count > 0 {
-                                self.push_result(&g.value, prev)?;
-                                p = Some(prev_len);
-                                prev_len += 1;
-                            }
+                        if self.count.get(s as usize).is_some_and(|c| *c > 0) {
+                            self.push_result(s, prev)?;
+                            p = Some(prev_len);
+                            prev_len += 1;
                         }
                         touched.push(Touch { row: i as u32, slot: s, prev: p });
                     }
@@ -471,9 +719,9 @@ impl GroupAggregate {
                     slots.push(MISSING);
                 }
                 None => {
-                    let mut g = self.new_group();
-                    g.epoch = epoch;
-                    let s = self.groups.insert_hashed(hashes[i], kb, g, now);
+                    let s = self.keys.insert_hashed(hashes[i], kb, now);
+                    self.init_slot(s);
+                    self.touched.set(s, true);
                     if missing.is_empty() || !missing.contains(kb) {
                         touched.push(Touch { row: i as u32, slot: s, prev: None });
                     }
@@ -485,47 +733,20 @@ impl GroupAggregate {
         if !missing.is_empty() {
             if let Some(keys) = &keys {
                 for t in touched.iter_mut().filter(|t| t.slot == MISSING) {
-                    t.slot = self.groups.find(keys.row(t.row as usize).data()).unwrap_or(MISSING);
+                    t.slot = self.keys.find(keys.row(t.row as usize).data()).unwrap_or(MISSING);
                 }
             } else if let Some(t) = touched.iter_mut().find(|t| t.slot == MISSING) {
-                t.slot = self.groups.find(&[]).unwrap_or(MISSING);
+                t.slot = self.keys.find(&[]).unwrap_or(MISSING);
             }
         }
         Ok((slots, touched))
     }
 }
 
+/// Adds (`w` > 0) or takes back (`w` < 0) value `i` of `arg` into a boxed accumulator (the
+/// numeric ones live in typed columns, see [`AccCol::apply`]).
 fn apply(acc: &mut Acc, arg: &Arg, i: usize, w: i64) {
     match (acc, arg) {
-        (Acc::Count(n), _) => *n += w,
-        (Acc::SumInt { sum, n }, Arg::Int(a)) => {
-            *sum += a.value(i) as i128 * w as i128;
-            *n += w;
-        }
-        (Acc::SumFloat { sum, n }, Arg::Float(a)) => {
-            *sum += a.value(i) * w as f64;
-            *n += w;
-        }
-        (Acc::KeptInt { v, rule }, Arg::Int(a)) => {
-            if w > 0 {
-                let new = a.value(i);
-                if v.is_none_or(|cur| rule.replaces(new.cmp(&cur))) {
-                    *v = Some(new);
-                }
-            }
-        }
-        (Acc::KeptFloat { v, rule }, Arg::Float(a)) => {
-            if w > 0 {
-                let new = a.value(i);
-                if v.is_none_or(|cur| rule.replaces(new.total_cmp(&cur))) {
-                    *v = Some(new);
-                }
-            }
-        }
-        (Acc::SumInt { sum, n }, Arg::Decimal(a)) => {
-            *sum += a.value(i) * w as i128;
-            *n += w;
-        }
         (Acc::Kept { v, rule }, Arg::Plain(a) | Arg::Bytes(_, a)) => {
             if w <= 0 {
                 return;
@@ -597,18 +818,15 @@ fn distinct_contributes(d: &mut HashMap<Vec<u8>, i64>, rows: &rsql_common::arrow
 
 impl Operator for GroupAggregate {
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        self.epoch += 1;
         let n = batch.num_rows();
         let mut prev: Vec<OutCol> = self.calls.iter().map(|c| OutCol::new(c.out)).collect();
         let (slots, touched) = self.resolve(&batch, &mut prev)?;
         let args = self.prepare_args(&batch.data)?;
         let weights: Vec<i64> = batch.kinds.iter().map(|k| k.weight()).collect();
 
-        for i in 0..n {
-            if slots[i] != MISSING {
-                if let Some(g) = self.groups.get_mut(slots[i]) {
-                    g.value.count += weights[i];
-                }
+        for (s, w) in slots.iter().zip(&weights) {
+            if let Some(c) = self.count.get_mut(*s as usize) {
+                *c += w;
             }
         }
         for (j, arg) in args.iter().enumerate() {
@@ -618,6 +836,10 @@ impl Operator for GroupAggregate {
                 Arg::Distinct(_, numeric) => numeric.as_ref(),
                 other => other,
             };
+            let col = &mut self.cols[j];
+            if matches!(col, AccCol::RowCount) {
+                continue;
+            }
             for i in 0..n {
                 let s = slots[i];
                 if s == MISSING {
@@ -631,16 +853,15 @@ impl Operator for GroupAggregate {
                 if arg_is_null(arg, i) {
                     continue;
                 }
-                let Some(g) = self.groups.get_mut(s) else { continue };
                 let w = weights[i];
                 if distinct {
                     let (Arg::Bytes(rows, _) | Arg::Distinct(rows, _)) = arg else { continue };
-                    let Some(Some(d)) = g.value.distinct.get_mut(j) else { continue };
-                    if !distinct_contributes(d, rows, i, w) {
+                    let Some(Some(d)) = self.distinct.get_mut(j).map(|d| d.as_mut().and_then(|d| d.get_mut(s as usize))) else { continue };
+                    if !distinct_contributes(d.get_or_insert_with(Default::default), rows, i, w) {
                         continue;
                     }
                 }
-                apply(&mut g.value.accs[j], numeric_arg, i, w);
+                col.apply(numeric_arg, i, s, w);
             }
         }
 
@@ -649,16 +870,14 @@ impl Operator for GroupAggregate {
         let mut now_pos: Vec<Option<u32>> = Vec::with_capacity(touched.len());
         let mut now_len = 0u32;
         for t in &touched {
-            let live = match self.groups.get(t.slot) {
-                Some(g) if g.value.count > 0 => {
-                    self.push_result(&g.value, &mut now)?;
+            let live = t.slot != MISSING && self.keys.is_live(t.slot) && {
+                if self.count.get(t.slot as usize).is_some_and(|c| *c > 0) {
+                    self.push_result(t.slot, &mut now)?;
                     true
-                }
-                Some(_) => {
-                    self.groups.remove(t.slot);
+                } else {
+                    self.remove_group(t.slot);
                     false
                 }
-                None => false,
             };
             now_pos.push(if live {
                 now_len += 1;
@@ -666,6 +885,9 @@ impl Operator for GroupAggregate {
             } else {
                 None
             });
+        }
+        for t in touched.iter().filter(|t| t.slot != MISSING) {
+            self.touched.set(t.slot, false);
         }
         let refresh = self.ttl.enabled();
         let mut cols: Vec<OutCol> = self.calls.iter().map(|c| OutCol::new(c.out)).collect();
@@ -694,7 +916,9 @@ impl Operator for GroupAggregate {
             // Incremental cleanup: look at a few more slots than rows came in.
             let ttl = self.ttl.clone();
             let at = self.ttl.now();
-            self.groups.sweep(n.max(64) * 2, |slot| ttl.expired(slot.written, at));
+            for s in self.keys.sweep(n.max(64) * 2, |written| ttl.expired(written, at)) {
+                self.release_slot(s);
+            }
         }
         if kinds.is_empty() {
             return Ok(());
@@ -717,14 +941,14 @@ impl Operator for GroupAggregate {
 
     fn snapshot(&self) -> Result<Vec<u8>> {
         let mut w = StateWriter::default();
-        w.u64(self.groups.len() as u64);
-        for (_, slot) in self.groups.iter() {
-            let g = &slot.value;
-            w.bytes(&slot.key);
-            w.u64(slot.written);
-            w.i64(g.count);
-            for (j, acc) in g.accs.iter().enumerate() {
-                match acc {
+        w.u64(self.keys.len() as u64);
+        for s in self.keys.iter() {
+            let count = self.count.get(s as usize).copied().unwrap_or(0);
+            w.bytes(self.keys.key(s));
+            w.u64(self.keys.written(s));
+            w.i64(count);
+            for (j, col) in self.cols.iter().enumerate() {
+                match &*col.get(s, count) {
                     Acc::Kept { v, .. } => match (v, &self.calls[j].value_codec) {
                         (Some(v), Some(codec)) => {
                             w.u64(1);
@@ -776,10 +1000,11 @@ impl Operator for GroupAggregate {
                         }
                     }
                 }
-                match g.distinct.get(j) {
-                    Some(Some(m)) => {
-                        w.u64(m.len() as u64);
-                        for (v, c) in m {
+                match self.distinct.get(j) {
+                    Some(Some(d)) => {
+                        let m = d.get(s as usize).and_then(|m| m.as_deref());
+                        w.u64(m.map_or(0, |m| m.len()) as u64);
+                        for (v, c) in m.into_iter().flatten() {
                             w.bytes(v);
                             w.i64(*c);
                         }
@@ -794,15 +1019,20 @@ impl Operator for GroupAggregate {
     fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let corrupt = || RsqlError::execution("aggregate snapshot is corrupt");
         let mut r = StateReader::new(bytes);
-        self.groups.clear();
+        self.clear_state();
         let n = r.u64()?;
         for _ in 0..n {
             let k = r.bytes()?;
             let written = r.u64()?;
-            let mut g = self.new_group();
-            g.count = r.i64()?;
-            for j in 0..g.accs.len() {
-                match &mut g.accs[j] {
+            if self.keys.find(k).is_some() {
+                return Err(corrupt());
+            }
+            let s = self.keys.insert_hashed(self.keys.hash(k), k, written);
+            self.init_slot(s);
+            put(&mut self.count, s, r.i64()?);
+            for j in 0..self.calls.len() {
+                let mut acc = self.calls[j].empty.clone();
+                match &mut acc {
                     Acc::Kept { v, .. } => {
                         if r.u64()? == 1 {
                             let bytes = r.bytes()?;
@@ -849,30 +1079,27 @@ impl Operator for GroupAggregate {
                         }
                     }
                 }
+                self.cols[j].set(s, acc)?;
                 let dn = r.u64()?;
                 if dn != u64::MAX {
-                    let mut m = HashMap::new();
+                    let mut m = ValueCounts::new();
                     for _ in 0..dn {
                         let v = r.bytes()?.to_vec();
                         m.insert(v, r.i64()?);
                     }
-                    match g.distinct.get_mut(j) {
-                        Some(d) => *d = Some(m),
-                        None => return Err(corrupt()),
+                    match self.distinct.get_mut(j) {
+                        Some(Some(d)) => put(d, s, Some(Box::new(m))),
+                        _ => return Err(corrupt()),
                     }
                 }
             }
-            if self.groups.find(k).is_some() {
-                return Err(corrupt());
-            }
-            self.groups.insert(k, g, written);
         }
         Ok(())
     }
 
     fn state_size(&self) -> usize {
-        let per_group = std::mem::size_of::<Option<super::state::Slot<GroupState>>>() + 8 + self.calls.len() * std::mem::size_of::<Acc>();
-        self.groups.iter().map(|(_, s)| s.key.len() + per_group).sum()
+        let distinct: usize = self.distinct.iter().flatten().map(|d| d.capacity() * 8 + d.iter().flatten().map(|m| m.len() * 40).sum::<usize>()).sum();
+        self.keys.bytes() + self.count.capacity() * 8 + self.touched.bytes() + self.cols.iter().map(AccCol::bytes).sum::<usize>() + distinct
     }
 }
 
@@ -906,7 +1133,7 @@ mod tests {
         // The last row of a group deletes it.
         a.process(0, batch(&s, &[("-D", &[1, 5])]), &mut out).unwrap();
         assert_eq!(show(&out), vec!["+I[1, 2, 5, 9]", "-U[1, 2, 5, 9]", "+U[1, 1, 5, 5]", "-D[1, 1, 5, 5]"]);
-        assert!(a.groups.is_empty());
+        assert!(a.keys.is_empty());
 
         // Over an insert-only input the same calls keep one value each, and survive a snapshot.
         let mut b = GroupAggregate::new(s.clone(), &[0], calls.clone(), out_schema.clone(), true).unwrap();
@@ -988,14 +1215,81 @@ mod tests {
         let mut b = GroupAggregate::new(s.clone(), &[0], calls, out_schema, false).unwrap().with_ttl(ttl);
         b.restore(&a.snapshot().unwrap()).unwrap();
         // Key 1 went when its expired state was accessed at 450; key 2 is left.
-        assert_eq!(b.groups.len(), 1);
-        assert!(b.groups.iter().all(|(_, g)| g.written == 470));
+        assert_eq!(b.keys.len(), 1);
+        assert!(b.keys.iter().all(|s| b.keys.written(s) == 470));
         // The incremental sweep drops state nobody reads again.
         now.store(1000, SeqCst);
         let mut out = Vec::new();
         b.process(0, batch(&s, &[("+I", &[3, 1])]), &mut out).unwrap();
         assert_eq!(show(&out), vec!["+I[3, 1, 1, 1]"]);
-        assert_eq!(b.groups.len(), 1);
-        assert!(b.groups.iter().all(|(_, g)| g.written == 1000));
+        assert_eq!(b.keys.len(), 1);
+        assert!(b.keys.iter().all(|s| b.keys.written(s) == 1000));
+    }
+
+    fn int64_batch(rows: &[(&str, i32, i64)]) -> (SchemaRef, ChangeBatch) {
+        use rsql_common::arrow::array::Int32Array;
+        let s = std::sync::Arc::new(rsql_common::arrow::datatypes::Schema::new(vec![Field::new("k", DataType::Int32, false), Field::new("v", DataType::Int64, false)]));
+        let cols: Vec<ArrayRef> = vec![
+            std::sync::Arc::new(Int32Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            std::sync::Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+        ];
+        let data = RecordBatch::try_new(s.clone(), cols).unwrap();
+        (s, ChangeBatch::new(data, rows.iter().map(|r| RowKind::parse(r.0).unwrap()).collect()))
+    }
+
+    /// A sum that leaves the i64 range moves to the wide side map: AVG stays exact, SUM wraps as
+    /// a BIGINT sum does, and both survive a snapshot and a retraction.
+    #[test]
+    fn integer_sums_beyond_i64_stay_exact() {
+        let calls = vec![
+            AggCall { func: AggFunc::Sum, arg: Some(1), distinct: false, filter: None, output_type: DataType::Int64, name: "s".into() },
+            AggCall { func: AggFunc::Avg, arg: Some(1), distinct: false, filter: None, output_type: DataType::Int64, name: "a".into() },
+        ];
+        let out_schema = std::sync::Arc::new(rsql_common::arrow::datatypes::Schema::new(vec![
+            Field::new("k", DataType::Int32, false),
+            Field::new("s", DataType::Int64, true),
+            Field::new("a", DataType::Int64, true),
+        ]));
+        let max = i64::MAX;
+        let (s, b1) = int64_batch(&[("+I", 1, max), ("+I", 1, max), ("+I", 2, 5)]);
+        let mut a = GroupAggregate::new(s.clone(), &[0], calls.clone(), out_schema.clone(), false).unwrap();
+        let mut out = Vec::new();
+        a.process(0, b1, &mut out).unwrap();
+        let mut b = GroupAggregate::new(s.clone(), &[0], calls, out_schema, false).unwrap();
+        b.restore(&a.snapshot().unwrap()).unwrap();
+        let (_, b2) = int64_batch(&[("+I", 1, max), ("-D", 1, max), ("-D", 1, max)]);
+        b.process(0, b2, &mut out).unwrap();
+        let wrapped = max.wrapping_add(max);
+        assert_eq!(
+            show(&out),
+            vec![format!("+I[1, {wrapped}, {max}]"), "+I[2, 5, 5]".to_string(), format!("-U[1, {wrapped}, {max}]"), format!("+U[1, {max}, {max}]")]
+        );
+    }
+
+    /// Slots freed by deleted groups are reused, and a reused slot starts empty.
+    #[test]
+    fn freed_slots_are_reused_and_start_empty() {
+        let s = schema(&["k", "v"], false);
+        let calls = vec![
+            AggCall { func: AggFunc::CountStar, arg: None, distinct: false, filter: None, output_type: DataType::Int64, name: "c".into() },
+            AggCall { func: AggFunc::Sum, arg: Some(1), distinct: false, filter: None, output_type: DataType::Int64, name: "s".into() },
+            AggCall { func: AggFunc::Max, arg: Some(1), distinct: false, filter: None, output_type: DataType::Int32, name: "mx".into() },
+            AggCall { func: AggFunc::Min, arg: Some(1), distinct: true, filter: None, output_type: DataType::Int32, name: "mn".into() },
+        ];
+        let out_schema = std::sync::Arc::new(rsql_common::arrow::datatypes::Schema::new(vec![
+            Field::new("k", DataType::Int32, false),
+            Field::new("c", DataType::Int64, false),
+            Field::new("s", DataType::Int64, true),
+            Field::new("mx", DataType::Int32, true),
+            Field::new("mn", DataType::Int32, true),
+        ]));
+        let mut a = GroupAggregate::new(s.clone(), &[0], calls, out_schema, false).unwrap();
+        let mut out = Vec::new();
+        a.process(0, batch(&s, &[("+I", &[1, 10]), ("+I", &[2, 20]), ("+I", &[3, 30])]), &mut out).unwrap();
+        a.process(0, batch(&s, &[("-D", &[2, 20])]), &mut out).unwrap();
+        a.process(0, batch(&s, &[("+I", &[4, 1])]), &mut out).unwrap();
+        assert_eq!(show(&out), vec!["+I[1, 1, 10, 10, 10]", "+I[2, 1, 20, 20, 20]", "+I[3, 1, 30, 30, 30]", "-D[2, 1, 20, 20, 20]", "+I[4, 1, 1, 1, 1]"]);
+        assert_eq!(a.count.len(), 3, "key 4 took the slot key 2 freed");
+        assert_eq!(a.keys.len(), 3);
     }
 }

@@ -118,6 +118,13 @@ impl From<&[u8]> for SlotKey {
     }
 }
 
+impl Default for SlotKey {
+    /// The empty key.
+    fn default() -> Self {
+        SlotKey::Inline { len: 0, bytes: [0; INLINE_KEY] }
+    }
+}
+
 impl std::ops::Deref for SlotKey {
     type Target = [u8];
 
@@ -295,6 +302,292 @@ impl<T> KeyedStore<T> {
             }
         }
         removed
+    }
+}
+
+/// A growable vector of bits (one per slot id).
+#[derive(Default, Clone)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    #[inline]
+    pub fn get(&self, i: u32) -> bool {
+        self.0.get(i as usize / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    #[inline]
+    pub fn set(&mut self, i: u32, on: bool) {
+        let w = i as usize / 64;
+        if w >= self.0.len() {
+            if !on {
+                return;
+            }
+            self.0.resize(w + 1, 0);
+        }
+        if on {
+            self.0[w] |= 1 << (i % 64);
+        } else {
+            self.0[w] &= !(1 << (i % 64));
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.0.capacity() * 8
+    }
+}
+
+/// Stores `x` at `i` of a per-slot column, growing the column when `i` is a new slot id.
+#[inline]
+pub fn put<T: Default>(column: &mut Vec<T>, i: u32, x: T) {
+    let i = i as usize;
+    if i >= column.len() {
+        column.resize_with(i + 1, T::default);
+    }
+    column[i] = x;
+}
+
+/// Keys to dense slot ids, for state the caller keeps in its own columns indexed by slot id
+/// (the group aggregate's accumulators: a vector per aggregate call rather than a record per
+/// key). Keys that all have one length (fixed-width group keys) are stored end to end in one byte
+/// vector; once keys of another length appear every key gets a [`SlotKey`]. Freed ids are handed
+/// out again first, so the caller's columns stay dense. Write times for the state TTL are kept
+/// only when asked for.
+pub struct KeySlots {
+    index: SlotIndex,
+    keys: KeyBytes,
+    live: Bits,
+    /// Write time per slot id (milliseconds), when tracked.
+    written: Option<Vec<u64>>,
+    free: Vec<u32>,
+    /// Slot ids handed out so far (free or live).
+    ids: u32,
+    hasher: FixedState,
+    sweep_at: u32,
+}
+
+enum KeyBytes {
+    /// Every key has `width` bytes (None before the first key), slot id `i`'s at `i * width`.
+    Fixed { width: Option<usize>, bytes: Vec<u8> },
+    Var(Vec<SlotKey>),
+}
+
+impl KeyBytes {
+    #[inline]
+    fn get(&self, id: u32) -> &[u8] {
+        match self {
+            KeyBytes::Fixed { width: Some(w), bytes } => bytes.get(id as usize * w..(id as usize + 1) * w).unwrap_or(&[]),
+            KeyBytes::Fixed { width: None, .. } => &[],
+            KeyBytes::Var(keys) => keys.get(id as usize).map(|k| &**k).unwrap_or(&[]),
+        }
+    }
+}
+
+impl Default for KeySlots {
+    fn default() -> Self {
+        KeySlots {
+            index: SlotIndex::default(),
+            keys: KeyBytes::Fixed { width: None, bytes: Vec::new() },
+            live: Bits::default(),
+            written: None,
+            free: Vec::new(),
+            ids: 0,
+            hasher: FixedState::with_seed(0x5eed),
+            sweep_at: 0,
+        }
+    }
+}
+
+impl KeySlots {
+    /// Keeps a write time per key (for a state TTL).
+    pub fn track_written(&mut self) {
+        if self.written.is_none() {
+            self.written = Some(vec![0; self.ids as usize]);
+        }
+    }
+
+    /// The hash of `key` that [`KeySlots::find_hashed`], [`KeySlots::insert_hashed`] and
+    /// [`KeySlots::prefetch`] take.
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.len == 0
+    }
+
+    /// The key of slot `id`.
+    #[inline]
+    pub fn key(&self, id: u32) -> &[u8] {
+        self.keys.get(id)
+    }
+
+    pub fn is_live(&self, id: u32) -> bool {
+        self.live.get(id)
+    }
+
+    pub fn find(&self, key: &[u8]) -> Option<u32> {
+        self.find_hashed(self.hash(key), key)
+    }
+
+    pub fn find_hashed(&self, h: u64, key: &[u8]) -> Option<u32> {
+        let keys = &self.keys;
+        self.index.find(h, |i| keys.get(i) == key)
+    }
+
+    /// As [`KeyedStore::prefetch`]: the index entry of hash `h` or, once that is cached, the key
+    /// bytes it points to.
+    #[inline]
+    pub fn prefetch(&self, h: u64, key_too: bool) {
+        if self.index.entries.is_empty() {
+            return;
+        }
+        let at = self.index.home(h);
+        if key_too {
+            let e = self.index.entries[at];
+            if e != 0 && e >> 32 == h >> 32 {
+                let id = (e as u32) - 1;
+                match &self.keys {
+                    KeyBytes::Fixed { width: Some(w), bytes } => {
+                        if let Some(b) = bytes.get(id as usize * w) {
+                            prefetch(b);
+                        }
+                    }
+                    KeyBytes::Fixed { width: None, .. } => {}
+                    KeyBytes::Var(keys) => {
+                        if let Some(k) = keys.get(id as usize) {
+                            prefetch(k);
+                        }
+                    }
+                }
+            }
+        } else {
+            prefetch(&self.index.entries[at]);
+        }
+    }
+
+    /// Adds `key` (which must not be present, hash `h`) written at `written`, and returns its slot
+    /// id: a freed id when there is one, else the next new one.
+    pub fn insert_hashed(&mut self, h: u64, key: &[u8], written: u64) -> u32 {
+        let id = self.free.pop().unwrap_or(self.ids);
+        if id == self.ids {
+            self.ids += 1;
+        }
+        self.store_key(id, key);
+        self.live.set(id, true);
+        if let Some(w) = &mut self.written {
+            put(w, id, written);
+        }
+        let keys = &self.keys;
+        let hasher = &self.hasher;
+        self.index.insert(h, id, |i| hasher.hash_one(keys.get(i)));
+        id
+    }
+
+    fn store_key(&mut self, id: u32, key: &[u8]) {
+        if let KeyBytes::Fixed { width, bytes } = &mut self.keys {
+            let w = *width.get_or_insert(key.len());
+            if w == key.len() {
+                let at = id as usize * w;
+                if bytes.len() < at + w {
+                    bytes.resize(at + w, 0);
+                }
+                bytes[at..at + w].copy_from_slice(key);
+                return;
+            }
+            // A key of another length: from now on every key has its own.
+            let live = &self.live;
+            let var = (0..self.ids)
+                .map(|i| match bytes.get(i as usize * w..(i as usize + 1) * w) {
+                    Some(k) if i != id && live.get(i) => SlotKey::from(k),
+                    _ => SlotKey::default(),
+                })
+                .collect();
+            self.keys = KeyBytes::Var(var);
+        }
+        if let KeyBytes::Var(keys) = &mut self.keys {
+            put(keys, id, SlotKey::from(key));
+        }
+    }
+
+    /// Marks slot `id` written at `now` (when write times are tracked).
+    #[inline]
+    pub fn touch(&mut self, id: u32, now: u64) {
+        if let Some(w) = self.written.as_mut().and_then(|w| w.get_mut(id as usize)) {
+            *w = now;
+        }
+    }
+
+    /// When slot `id` was last written; 0 when write times are not tracked.
+    pub fn written(&self, id: u32) -> u64 {
+        self.written.as_ref().and_then(|w| w.get(id as usize)).copied().unwrap_or(0)
+    }
+
+    /// Removes slot `id`; false when it was not live. The id is handed out again later.
+    pub fn remove(&mut self, id: u32) -> bool {
+        if !self.live.get(id) {
+            return false;
+        }
+        let h = self.hash(self.keys.get(id));
+        self.index.remove(h, id);
+        self.live.set(id, false);
+        if let KeyBytes::Var(keys) = &mut self.keys {
+            if let Some(k) = keys.get_mut(id as usize) {
+                *k = SlotKey::default();
+            }
+        }
+        self.free.push(id);
+        true
+    }
+
+    /// Live slot ids in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.ids).filter(|i| self.live.get(*i))
+    }
+
+    pub fn clear(&mut self) {
+        let tracked = self.written.is_some();
+        *self = KeySlots::default();
+        if tracked {
+            self.track_written();
+        }
+    }
+
+    /// Incremental cleanup: looks at the next `budget` slot ids (wrapping around), removes the
+    /// live ones whose write time `expired` holds for, and returns their ids.
+    pub fn sweep(&mut self, budget: usize, mut expired: impl FnMut(u64) -> bool) -> Vec<u32> {
+        let mut removed = Vec::new();
+        if self.ids == 0 {
+            return removed;
+        }
+        for _ in 0..budget.min(self.ids as usize) {
+            if self.sweep_at >= self.ids {
+                self.sweep_at = 0;
+            }
+            let id = self.sweep_at;
+            self.sweep_at += 1;
+            if self.live.get(id) && expired(self.written(id)) {
+                self.remove(id);
+                removed.push(id);
+            }
+        }
+        removed
+    }
+
+    /// Memory held: index, keys, flags and write times.
+    pub fn bytes(&self) -> usize {
+        let keys = match &self.keys {
+            KeyBytes::Fixed { bytes, .. } => bytes.capacity(),
+            KeyBytes::Var(keys) => keys.capacity() * std::mem::size_of::<SlotKey>() + keys.iter().filter(|k| matches!(k, SlotKey::Heap(_))).map(|k| k.len()).sum::<usize>(),
+        };
+        self.index.entries.capacity() * 8 + keys + self.live.bytes() + self.written.as_ref().map_or(0, |w| w.capacity() * 8) + self.free.capacity() * 4
     }
 }
 
@@ -561,5 +854,34 @@ mod tests {
         assert!(!ttl.expired(1000, 1049));
         assert!(ttl.expired(1000, 1050));
         assert!(!StateTtl::default().expired(0, u64::MAX));
+    }
+
+    /// Fixed-width keys switch to per-key storage when a key of another length comes; ids are
+    /// reused; a sweep reports what it removed.
+    #[test]
+    fn key_slots_mix_key_lengths_and_reuse_ids() {
+        let mut k = KeySlots::default();
+        k.track_written();
+        let key = |i: usize| format!("{i:0>5}").into_bytes();
+        for i in 0..100 {
+            let h = k.hash(&key(i));
+            assert_eq!(k.insert_hashed(h, &key(i), i as u64), i as u32);
+        }
+        assert!(k.remove(7));
+        assert!(!k.remove(7));
+        let long = b"a key much longer than five bytes".to_vec();
+        let h = k.hash(&long);
+        assert_eq!(k.insert_hashed(h, &long, 500), 7, "the freed id is reused");
+        for i in (0..100).filter(|i| *i != 7) {
+            assert_eq!(k.find(&key(i)), Some(i as u32), "key {i}");
+            assert_eq!(k.key(i as u32), &key(i)[..]);
+        }
+        assert_eq!(k.find(&long), Some(7));
+        assert_eq!(k.find(&key(7)), None);
+        let removed = k.sweep(1000, |written| written < 50);
+        assert_eq!(removed, (0..50).filter(|i| *i != 7).collect::<Vec<u32>>());
+        assert_eq!(k.len(), 51);
+        assert_eq!(k.iter().next(), Some(7));
+        assert_eq!(k.written(7), 500);
     }
 }
