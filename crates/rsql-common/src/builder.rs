@@ -215,6 +215,13 @@ impl ColumnBuilder {
         self.inner.len() == 0
     }
 
+    /// The Arrow builder underneath, for decoders that append already-typed values on a hot
+    /// path (`T` must be the builder of the column's Arrow type; None otherwise). Values that
+    /// need converting or checking (NULLs, other types) still go through [`Self::append`].
+    pub fn arrow_builder<T: ArrayBuilder>(&mut self) -> Option<&mut T> {
+        self.inner.as_any_mut().downcast_mut::<T>()
+    }
+
     fn err(&self, d: &Datum) -> RsqlError {
         RsqlError::data(format!("column '{}'", self.name), format!("cannot store {:?} in a column of type {}", d, self.ty))
     }

@@ -1212,6 +1212,59 @@ async fn lag_counts_the_age_of_events_read_from_an_old_position() {
     r.stop().await;
 }
 
+/// Wall seconds and CPU seconds of this process and of the MariaDB server (when its pid file is
+/// where `scripts/mariadb.sh` puts it) over one benchmark phase.
+struct CpuClock {
+    at: Instant,
+    me: Option<f64>,
+    server: Option<f64>,
+}
+
+#[derive(Clone, Copy)]
+struct CpuUse {
+    wall: f64,
+    me: Option<f64>,
+    server: Option<f64>,
+}
+
+impl CpuClock {
+    fn now() -> CpuClock {
+        CpuClock { at: Instant::now(), me: proc_cpu_secs("self"), server: server_pid().and_then(|p| proc_cpu_secs(&p)) }
+    }
+
+    fn since(&self) -> CpuUse {
+        let me = proc_cpu_secs("self");
+        let server = server_pid().and_then(|p| proc_cpu_secs(&p));
+        CpuUse {
+            wall: self.at.elapsed().as_secs_f64(),
+            me: self.me.zip(me).map(|(a, b)| b - a),
+            server: self.server.zip(server).map(|(a, b)| b - a),
+        }
+    }
+}
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: Option<f64>| v.map(|s| format!("{s:.2} s")).unwrap_or_else(|| "n/a".into());
+        write!(f, "wall {:.2} s, CPU of this process {}, of mysqld {}", self.wall, show(self.me), show(self.server))
+    }
+}
+
+fn server_pid() -> Option<String> {
+    let path = std::env::var("RSQL_MARIADB_PIDFILE").unwrap_or_else(|_| "/tmp/rsql-mariadb/mysqld.pid".into());
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// User + system CPU seconds of a process from /proc (Linux; None elsewhere).
+fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Receives until `rows` rows arrived; returns the seconds it took from `since`.
 async fn count_rows(rx: &mut mpsc::Receiver<Message>, rows: usize, since: Instant) -> f64 {
     let mut got = 0;
@@ -1226,7 +1279,9 @@ async fn count_rows(rx: &mut mpsc::Receiver<Message>, rows: usize, since: Instan
 }
 
 /// Snapshot rows/s and binlog changes/s on the shared MariaDB, each beside the raw rate of the
-/// same data read with no processing in the same run (a bare SELECT; a bare binlog stream).
+/// same data read with no processing in the same run (a bare SELECT, the faster of the text
+/// and the binary protocol; a bare binlog stream), with the CPU seconds of this process and of
+/// the server for the snapshot and the bare SELECT.
 /// `cargo test -p rsql-connectors --release --test mysql_cdc -- --ignored --nocapture bench_`
 /// (RSQL_CDC_BENCH_ROWS rows, 200000 by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1254,19 +1309,37 @@ async fn bench_snapshot_and_binlog_rates() {
         ("at", n(FlinkType::Timestamp(3))),
     ];
 
-    // Snapshot: bare SELECT, then the source.
-    let t0 = Instant::now();
-    let mut res = c.query_iter("SELECT id, name, amount, at FROM t").await.unwrap();
+    // Snapshot: bare SELECTs (text and binary protocol; the faster is the baseline), then the
+    // source, each with the CPU seconds of this process and of the server.
+    let select = "SELECT id, name, amount, at FROM t";
+    let cpu0 = CpuClock::now();
+    let mut res = c.query_iter(select).await.unwrap();
     let mut n_raw = 0usize;
     while let Some(_row) = res.next().await.unwrap() {
         n_raw += 1;
     }
     drop(res);
-    let raw_select = t0.elapsed().as_secs_f64();
+    let text_cpu = cpu0.since();
     assert_eq!(n_raw, rows);
+    let cpu0 = CpuClock::now();
+    let mut res = c.exec_iter(select, ()).await.unwrap();
+    let mut n_raw = 0usize;
+    while let Some(_row) = res.next().await.unwrap() {
+        n_raw += 1;
+    }
+    drop(res);
+    let binary_cpu = cpu0.since();
+    assert_eq!(n_raw, rows);
+    let (raw_select, raw_cpu, raw_kind) = if binary_cpu.wall < text_cpu.wall {
+        (binary_cpu.wall, binary_cpu, "binary")
+    } else {
+        (text_cpu.wall, text_cpu, "text")
+    };
     let t = table_def(&db, "t", &cols, &[], &[("scan.startup.mode", "snapshot")]);
+    let cpu0 = CpuClock::now();
     let mut r = start(&t);
     let snap = count_rows(&mut r.rx, rows, Instant::now()).await;
+    let snap_cpu = cpu0.since();
     let _ = r.stop.send(true);
 
     // Binlog: updates of every row written first, then read from the position before them.
@@ -1320,11 +1393,18 @@ async fn bench_snapshot_and_binlog_rates() {
     let rate = |n: usize, s: f64| n as f64 / s;
     println!("mysql-cdc benchmark, {rows} rows (MariaDB on 127.0.0.1)");
     println!(
-        "snapshot: {:>10.0} rows/s   bare SELECT: {:>10.0} rows/s   ({:.0}% of raw)",
+        "snapshot: {:>10.0} rows/s   bare SELECT: {:>10.0} rows/s ({raw_kind} protocol)   ({:.0}% of raw)",
         rate(rows, snap),
         rate(rows, raw_select),
         100.0 * raw_select / snap
     );
+    println!(
+        "  bare SELECT text protocol {:.0} rows/s, binary protocol {:.0} rows/s",
+        rate(rows, text_cpu.wall),
+        rate(rows, binary_cpu.wall)
+    );
+    println!("  snapshot    {snap_cpu}");
+    println!("  bare SELECT {raw_cpu}");
     println!(
         "binlog:   {:>10.0} changes/s (updates: -U and +U per row)   bare binlog stream: {:>10.0} row images/s ({raw_rows} rows, {:.0}% of raw)",
         rate(rows, binlog),

@@ -10,6 +10,7 @@
 
 use std::cmp::Ordering;
 
+use mysql_async::Value;
 use rsql_common::builder::{format_date, format_decimal, format_timestamp, Datum};
 
 use super::schema::{quote_ident, quote_str, Family, MySqlColumn, TableSchema};
@@ -117,20 +118,43 @@ pub(crate) fn literal(col: &MySqlColumn, v: &Datum) -> String {
 /// `WHERE` condition for keys after `after` (in key column order): `k1 > v1 OR (k1 = v1 AND
 /// k2 > v2) ...`, which both MySQL and MariaDB read as an index range.
 pub(crate) fn after_condition(schema: &TableSchema, after: &[Datum]) -> String {
-    let cols: Vec<(&MySqlColumn, String)> = schema
-        .primary_key
-        .iter()
-        .zip(after)
-        .map(|(i, v)| (&schema.columns[*i], literal(&schema.columns[*i], v)))
-        .collect();
-    let mut terms = Vec::new();
-    for n in 0..cols.len() {
-        let mut t: Vec<String> =
-            cols[..n].iter().map(|(c, l)| format!("{} = {l}", quote_ident(&c.name))).collect();
-        t.push(format!("{} > {}", quote_ident(&cols[n].0.name), cols[n].1));
-        terms.push(format!("({})", t.join(" AND ")));
+    let values: Vec<String> =
+        schema.primary_key.iter().zip(after).map(|(i, v)| literal(&schema.columns[*i], v)).collect();
+    range_terms(schema, &values)
+}
+
+/// `after_condition` with `?` in place of the key values, and the values in the order of the
+/// `?`s, when every key column is an integer: the statement text is then the same for every
+/// chunk, so the server prepares it once. None for other keys.
+pub(crate) fn after_condition_params(schema: &TableSchema, after: &[Datum]) -> Option<(String, Vec<Value>)> {
+    let mut values = Vec::with_capacity(after.len());
+    for (i, v) in schema.primary_key.iter().zip(after) {
+        if schema.columns[*i].family() != Family::Int {
+            return None;
+        }
+        values.push(match v {
+            Datum::Int(x) => Value::Int(*x),
+            Datum::UInt(x) => Value::UInt(*x),
+            _ => return None,
+        });
     }
-    terms.join(" OR ")
+    let marks = vec!["?".to_string(); values.len()];
+    let params = (0..values.len()).flat_map(|n| values[..=n].iter().cloned()).collect();
+    Some((range_terms(schema, &marks), params))
+}
+
+/// `(k1 > v1) OR (k1 = v1 AND k2 > v2) ...` over the key columns with the given value texts.
+fn range_terms(schema: &TableSchema, values: &[String]) -> String {
+    let names: Vec<String> = schema.primary_key.iter().map(|i| quote_ident(&schema.columns[*i].name)).collect();
+    let n = names.len().min(values.len());
+    (0..n)
+        .map(|last| {
+            let mut t: Vec<String> = (0..last).map(|j| format!("{} = {}", names[j], values[j])).collect();
+            t.push(format!("{} > {}", names[last], values[last]));
+            format!("({})", t.join(" AND "))
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 /// The key columns in order, for `ORDER BY`.
@@ -199,6 +223,20 @@ mod tests {
              (`name` = CONVERT(X'69742773' USING utf8mb4) COLLATE utf8mb4_general_ci AND `n` > 7)"
         );
         assert_eq!(order_by(&s), "`name`, `n`");
+        assert_eq!(after_condition_params(&s, &[Datum::Str("a".into()), Datum::Int(7)]), None);
+        let mut a = col("int", "int(11)");
+        a.name = "a".into();
+        let mut b = col("bigint", "bigint(20)");
+        b.name = "b".into();
+        let ints = TableSchema { columns: vec![a, b], ..s.clone() };
+        assert_eq!(
+            after_condition_params(&ints, &[Datum::Int(3), Datum::Int(-9)]),
+            Some((
+                "(`a` > ?) OR (`a` = ? AND `b` > ?)".to_string(),
+                vec![Value::Int(3), Value::Int(3), Value::Int(-9)]
+            ))
+        );
+        assert_eq!(after_condition(&ints, &[Datum::Int(3), Datum::Int(-9)]), "(`a` > 3) OR (`a` = 3 AND `b` > -9)");
         assert_eq!(weight_columns(&s), vec!["WEIGHT_STRING(`name`)"]);
         let d = col("date", "date");
         assert_eq!(literal(&d, &Datum::Date(1)), "'1970-01-02'");

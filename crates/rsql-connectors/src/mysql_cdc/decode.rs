@@ -36,7 +36,7 @@ fn micros_of(h: i64, m: i64, s: i64, us: i64) -> i64 {
     ((h * 60 + m) * 60 + s) * 1_000_000 + us
 }
 
-fn datetime_micros(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> Option<i64> {
+pub(crate) fn datetime_micros(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> Option<i64> {
     let days = days_from_civil(y as i64, mo as u32, d as u32)? as i64;
     Some(days * 86_400_000_000 + micros_of(h as i64, mi as i64, s as i64, us as i64))
 }

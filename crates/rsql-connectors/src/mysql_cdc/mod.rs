@@ -2,7 +2,8 @@
 //! the captured tables followed by their binlog, as one changelog (+I, -U/+U, -D).
 //!
 //! This module owns the factory: the options Flink CDC accepts, their validation and their
-//! parsing into a [`CdcConfig`]. `source` runs the reader, `schema` reads table definitions,
+//! parsing into a [`CdcConfig`]. `source` runs the reader (`snapshot_rows` converts snapshot
+//! chunks into Arrow batches), `schema` reads table definitions,
 //! `events` turns binlog events into transactions of row changes, `decode` maps values,
 //! `mariadb_events` parses MariaDB's own binlog events and `position` holds binlog positions
 //! and GTID sets.
@@ -16,6 +17,7 @@ pub mod mariadb_events;
 pub mod position;
 pub(crate) mod rowimage;
 pub mod schema;
+pub(crate) mod snapshot_rows;
 mod source;
 
 use std::collections::BTreeMap;

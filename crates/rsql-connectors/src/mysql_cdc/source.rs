@@ -10,7 +10,8 @@
 //! dropped (their chunk's SELECT will see them). The chunk is then emitted as +I. When the last
 //! chunk is done, the same binlog stream simply goes on: no gap and no duplicate. Chunks are
 //! read ahead (with their watermarks) on a second connection by a task of their own, over the
-//! binary protocol, while the previous chunk is reconciled and emitted.
+//! binary protocol and converted as they arrive (`snapshot_rows`, straight into Arrow columns),
+//! while the previous chunk is reconciled and emitted.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -27,10 +28,11 @@ use rsql_runtime::{Phase, ProducedColumn, Source, SourceContext, SourceStatus};
 use tracing::{debug, info, warn};
 
 use super::chunks::{self, SortKey};
-use super::decode::{from_text_of, to_declared_of};
+use super::decode::to_declared_of;
 use super::events::{BinlogDecoder, Step};
 use super::position::{BinlogPosition, GtidTracker, MySqlGtidSet};
 use super::schema::{self, quote_ident, row_str, Family, TableSchema};
+use super::snapshot_rows::{ChunkDecoder, ChunkRows};
 use super::{CdcConfig, StartupMode};
 
 /// Shared view of the source's position: the binlog position after the last transaction whose
@@ -461,9 +463,15 @@ impl Captured {
 
     /// The key of a natural row, comparable between snapshot and binlog rows.
     fn key(&self, row: &[Datum]) -> String {
-        let parts: Vec<String> = self.schema.primary_key.iter().map(|i| format!("{:?}", row.get(*i))).collect();
-        parts.join("\u{1}")
+        key_text(self.schema.primary_key.iter().map(|i| row.get(*i)))
     }
+}
+
+/// The comparable text of a key from its natural values in key column order (`Captured::key`
+/// of a row, or the key values kept with a snapshot chunk).
+fn key_text<'a>(parts: impl Iterator<Item = Option<&'a Datum>>) -> String {
+    let parts: Vec<String> = parts.map(|d| format!("{d:?}")).collect();
+    parts.join("\u{1}")
 }
 
 /// One decoded row change.
@@ -514,17 +522,27 @@ fn produced_values(
                 };
                 to_declared_of(&table.schema.columns[*i], table.families[*i], natural, ty, tz_offset_us)
             }
-            (ProducedColumn::Metadata { key, .. }, _) => match key.as_str() {
-                "database_name" => Datum::Str(table.schema.database.clone()),
-                "table_name" => Datum::Str(table.schema.table.clone()),
-                "op_ts" => Datum::Timestamp(ts_ms * 1000),
-                "row_kind" => Datum::Str(kind.short_string().to_string()),
-                _ => Datum::Null,
-            },
+            (ProducedColumn::Metadata { key, .. }, _) => metadata_value(key, table, kind, ts_ms),
             _ => Datum::Null,
         };
         out.push(v);
     }
+}
+
+/// The value of the metadata column `key` for a change of `table`.
+pub(crate) fn metadata_value(key: &str, table: &Captured, kind: RowKind, ts_ms: i64) -> Datum {
+    match key {
+        "database_name" => Datum::Str(table.schema.database.clone()),
+        "table_name" => Datum::Str(table.schema.table.clone()),
+        "op_ts" => Datum::Timestamp(ts_ms * 1000),
+        "row_kind" => Datum::Str(kind.short_string().to_string()),
+        _ => Datum::Null,
+    }
+}
+
+/// A value of `table` that the produced column cannot hold.
+pub(crate) fn row_error(table: &Captured, e: RsqlError) -> RsqlError {
+    RsqlError::data(format!("mysql-cdc table {}", table.schema.qualified()), format!("{e}; declare a wider or nullable column"))
 }
 
 /// Builds output batches from natural rows.
@@ -558,12 +576,7 @@ impl Emitter {
 
     fn push(&mut self, table: &Captured, kind: RowKind, row: Vec<Datum>, ts_ms: i64) -> Result<()> {
         produced_values(&self.columns, table, kind, row, ts_ms, self.tz_offset_us, &mut self.scratch);
-        self.builder.append_row_drain(&mut self.scratch).map_err(|e| {
-            RsqlError::data(
-                format!("mysql-cdc table {}", table.schema.qualified()),
-                format!("{e}; declare a wider or nullable column"),
-            )
-        })?;
+        self.builder.append_row_drain(&mut self.scratch).map_err(|e| row_error(table, e))?;
         self.kinds.push(kind);
         self.since.get_or_insert_with(Instant::now);
         Ok(())
@@ -1255,7 +1268,13 @@ impl Job {
                 }
             };
             let (tx, mut chunks_rx) = tokio::sync::mpsc::channel(1);
-            let reader = tokio::spawn(read_chunks(reader_conn, self.cfg.clone(), t.clone(), done_key.clone(), tx));
+            let decoder = Arc::new(ChunkDecoder::new(
+                t.clone(),
+                &self.emitter.columns,
+                self.emitter.builder.schema(),
+                self.emitter.tz_offset_us,
+            ));
+            let reader = tokio::spawn(read_chunks(reader_conn, self.cfg.clone(), decoder, done_key.clone(), tx));
             loop {
                 let next = tokio::select! {
                     biased;
@@ -1276,15 +1295,14 @@ impl Job {
                     return Ok(false);
                 }
                 let n = rows.len();
-                for r in rows {
-                    // Keys are compared only when the binlog touched the chunk.
-                    if merged.is_empty() || !merged.contains_key(&t.key(&r)) {
-                        self.emitter.push(t, RowKind::Insert, r, 0)?;
-                        if self.emitter.len() >= self.emitter.batch_size {
-                            // Mid-chunk: no position, a restart re-reads the whole chunk.
-                            self.emitter.flush(ctx).await?;
-                        }
-                    }
+                // Changes emitted while reading the binlog up to the chunk's watermarks go
+                // first; then the chunk's rows (mid-chunk batches carry no position: a restart
+                // re-reads the whole chunk), keys compared only when the binlog touched it.
+                self.emitter.flush(ctx).await?;
+                let in_merged = |k: &[Datum]| merged.contains_key(&key_text(k.iter().map(Some)));
+                let drop: Option<&dyn Fn(&[Datum]) -> bool> = if merged.is_empty() { None } else { Some(&in_merged) };
+                for batch in rows.into_batches(self.emitter.batch_size, drop)? {
+                    ctx.emit(batch).await?;
                 }
                 for row in merged.into_values().flatten() {
                     self.emitter.push(t, RowKind::Insert, row, 0)?;
@@ -1444,54 +1462,45 @@ fn pair_kinds(changes: &[Change], keep: impl Fn(usize, &Change) -> bool) -> Vec<
     out
 }
 
-/// The rows of one snapshot chunk in key order (natural values, one per MySQL column), and the
-/// server-order key of the last one.
-struct Chunk {
-    rows: Vec<Vec<Datum>>,
-    last: Option<SortKey>,
-}
-
-/// Runs one chunk query (the table's columns, then the weights of its collated key columns).
-/// The query goes through the binary protocol: integers, floats and temporal values arrive as
-/// numbers instead of text to parse, and values are moved out of the driver's rows.
-async fn read_chunk(conn: &mut Conn, cfg: &CdcConfig, t: &Captured, sql: &str) -> Result<Chunk> {
-    let doing = format!("reading a snapshot chunk of {}", t.schema.qualified());
-    let mut result = conn.exec_iter(sql, ()).await.map_err(|e| explain(cfg, &doing, &e))?;
-    let mut rows = Vec::with_capacity(cfg.chunk_size.min(65_536));
-    let ncols = t.schema.columns.len();
-    let mut last_weights = Vec::new();
-    while let Some(mut row) = result.next().await.map_err(|e| explain(cfg, &doing, &e))? {
-        let mut nat = Vec::with_capacity(ncols);
-        for (i, col) in t.schema.columns.iter().enumerate() {
-            if !t.needed[i] {
-                nat.push(Datum::Null);
-                continue;
-            }
-            let v = row.take(i).ok_or_else(|| {
-                RsqlError::data(doing.clone(), "the server returned fewer columns than the table has")
-            })?;
-            nat.push(from_text_of(col, t.families[i], v)?);
+/// Runs one chunk query (the table's columns, then the weights of its collated key columns),
+/// converting its rows as they arrive (`snapshot_rows`), and gives them with the key of the
+/// last row when the chunk is full. The query goes through the binary protocol: integers,
+/// floats and temporal values arrive as numbers instead of text to parse.
+async fn read_chunk(
+    conn: &mut Conn,
+    cfg: &CdcConfig,
+    dec: &ChunkDecoder,
+    sql: &str,
+    params: Vec<mysql_async::Value>,
+) -> Result<(ChunkRows, Option<(SortKey, Vec<Datum>)>)> {
+    let doing = format!("reading a snapshot chunk of {}", dec.table().schema.qualified());
+    let mut result = conn.exec_iter(sql, params).await.map_err(|e| explain(cfg, &doing, &e))?;
+    let mut chunk = dec.chunk(cfg.chunk_size.min(65_536))?;
+    // One row is held back: the last one's key (with its collation weights) bounds the next
+    // chunk.
+    let mut held: Option<Row> = None;
+    let mut n = 0usize;
+    while let Some(row) = result.next().await.map_err(|e| explain(cfg, &doing, &e))? {
+        n += 1;
+        if let Some(prev) = held.replace(row) {
+            chunk.push(prev.unwrap_raw(), &doing)?;
         }
-        if ncols < row.len() {
-            last_weights.clear();
-            for j in ncols..row.len() {
-                last_weights.push(match row.take(j) {
-                    Some(mysql_async::Value::Bytes(b)) => b,
-                    _ => Vec::new(),
-                });
-            }
-        }
-        rows.push(nat);
     }
-    let last = rows.last().map(|nat| chunks::sort_key(&t.schema, nat, &last_weights));
-    Ok(Chunk { rows, last })
+    let mut upper = None;
+    if let Some(last) = held {
+        if n >= cfg.chunk_size {
+            upper = Some(dec.row_key(&last, &doing)?);
+        }
+        chunk.push(last.unwrap_raw(), &doing)?;
+    }
+    Ok((chunk.finish()?, upper))
 }
 
 /// A chunk read ahead: the binlog end before its query (`low`) and after it (`high`), its rows,
 /// and, unless it was the table's last, its last key (server order and natural values).
 struct ReadAhead {
     low: BinlogPosition,
-    rows: Vec<Vec<Datum>>,
+    rows: ChunkRows,
     upper: Option<(SortKey, Vec<Datum>)>,
     high: BinlogPosition,
 }
@@ -1502,10 +1511,11 @@ struct ReadAhead {
 async fn read_chunks(
     mut conn: Conn,
     cfg: Arc<CdcConfig>,
-    t: Arc<Captured>,
+    dec: Arc<ChunkDecoder>,
     mut done_key: Option<Vec<Datum>>,
     tx: tokio::sync::mpsc::Sender<Result<ReadAhead>>,
 ) -> Conn {
+    let t = dec.table().clone();
     let mut cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
     cols.extend(chunks::weight_columns(&t.schema));
     let from = format!("{}.{}", quote_ident(&t.schema.database), quote_ident(&t.schema.table));
@@ -1516,23 +1526,22 @@ async fn read_chunks(
                 Some(p) => p,
                 None => master_status(&mut conn, &cfg).await?,
             };
-            let cond = done_key
-                .as_ref()
-                .map(|k| format!(" WHERE {}", chunks::after_condition(&t.schema, k)))
-                .unwrap_or_default();
+            // Integer keys go as parameters, so every chunk after the first runs the same
+            // prepared statement.
+            let (cond, params) = match done_key.as_ref() {
+                None => (String::new(), Vec::new()),
+                Some(k) => match chunks::after_condition_params(&t.schema, k) {
+                    Some((c, p)) => (format!(" WHERE {c}"), p),
+                    None => (format!(" WHERE {}", chunks::after_condition(&t.schema, k)), Vec::new()),
+                },
+            };
             let sql = format!(
                 "SELECT {} FROM {from}{cond} ORDER BY {} LIMIT {}",
                 cols.join(", "),
                 chunks::order_by(&t.schema),
                 cfg.chunk_size
             );
-            let Chunk { rows, last } = read_chunk(&mut conn, &cfg, &t, &sql).await?;
-            let upper = match (rows.last(), last) {
-                (Some(r), Some(sort)) if rows.len() >= cfg.chunk_size => {
-                    Some((sort, t.schema.primary_key.iter().map(|i| r[*i].clone()).collect::<Vec<_>>()))
-                }
-                _ => None,
-            };
+            let (rows, upper) = read_chunk(&mut conn, &cfg, &dec, &sql, params).await?;
             let high = master_status(&mut conn, &cfg).await?;
             Ok(ReadAhead { low, rows, upper, high })
         }
