@@ -217,3 +217,33 @@ fn state_ttl_lets_a_deduplicated_key_come_back() {
         eprintln!("state TTL: the job was stalled; rows emitted: {ttl:?}");
     }
 }
+
+#[test]
+fn date_time_functions_take_java_patterns_as_flink() {
+    // Expected values are Flink 2.3's for the same calls (UTC session), in its tableau layout.
+    let (code, out, err) = run_script(
+        "SET 'sql-client.execution.result-mode' = 'tableau';
+         CREATE TEMPORARY VIEW v AS SELECT * FROM (VALUES ('2024-01-02 03:04:05', 'yyyy/MM/dd'), ('garbage', 'yyyyMMdd')) AS t (s, p);
+         SELECT DATE_FORMAT(s, p) AS f, TO_TIMESTAMP(s) AS ts, UNIX_TIMESTAMP(s) AS u, TO_DATE(s) AS d,
+                FROM_UNIXTIME(1704164645, 'yyyyMMddHHmmss') AS fu, DATE_FORMAT(TO_TIMESTAMP(s), 'EEE MMM d hh:mm a') AS e
+         FROM v;
+         SELECT DATE_FORMAT(TIMESTAMP '2024-01-02 03:04:05', 'yyyy-QQ');",
+        &[],
+    );
+    assert_eq!(code, 1, "the unsupported letter stops the script\n{out}\n{err}");
+    let rows: Vec<Vec<String>> = out
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["2024/01/02", "2024-01-02 03:04:05.000", "1704164645", "2024-01-02", "20240102030405", "Tue Jan 2 03:04 AM"],
+            vec!["<NULL>", "<NULL>", "-9223372036854775808", "<NULL>", "20240102030405", "<NULL>"],
+        ],
+        "{out}\n{err}"
+    );
+    assert!(err.contains("the letter 'Q' is not supported"), "{err}");
+}

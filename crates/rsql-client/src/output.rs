@@ -43,11 +43,19 @@ pub fn boxed(headers: &[String], rows: &[Vec<String>]) -> String {
     s
 }
 
+/// How the client shows a TIMESTAMP or TIMESTAMP_LTZ: as Flink's client casts a TIMESTAMP(3) to
+/// STRING, `2024-01-02 03:04:05.120` (TIMESTAMP_LTZ in the session time zone, UTC). Columns keep
+/// no precision here, so every timestamp shows milliseconds.
+fn display_options() -> FormatOptions<'static> {
+    const TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S%.3f";
+    FormatOptions::default().with_timestamp_format(Some(TIMESTAMP)).with_timestamp_tz_format(Some(TIMESTAMP))
+}
+
 /// Formats every row of a batch as strings (NULL as `<NULL>`, as Flink's client shows it).
 /// ARRAY, MAP and ROW values render as Flink casts them to STRING: `[a, b]`, `{k=1, j=null}`,
 /// `(1, x)`, with `null` for a NULL inside.
 pub fn rows_of(batch: &ChangeBatch) -> Vec<Vec<String>> {
-    let opts = FormatOptions::default().with_null("<NULL>");
+    let opts = display_options().with_null("<NULL>");
     let fmts: Vec<_> = batch.data.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect();
     (0..batch.num_rows())
         .map(|i| {
@@ -115,7 +123,7 @@ fn write_nested(out: &mut String, arr: &dyn Array, i: usize) {
             }
             out.push(')');
         }
-        _ => match ArrayFormatter::try_new(arr, &FormatOptions::default()) {
+        _ => match ArrayFormatter::try_new(arr, &display_options()) {
             Ok(f) => {
                 let _ = write!(out, "{}", f.value(i));
             }

@@ -2,6 +2,7 @@
 //! inference and lowering to the runtime's dataflow graph.
 
 pub mod catalog;
+pub mod datetime;
 pub mod lower;
 pub mod nested;
 pub mod planner;

@@ -195,7 +195,7 @@ fn map_value(map: Expr, key: Expr, map_ty: &DataType, schema: &DFSchema) -> DfRe
 }
 
 /// A type as Flink names it, or as Arrow does when Flink has no name for it.
-fn shown(dt: &DataType) -> String {
+pub(crate) fn shown(dt: &DataType) -> String {
     FlinkType::from_arrow(dt).map(|t| t.to_string()).unwrap_or_else(|| dt.to_string())
 }
 
@@ -218,7 +218,7 @@ fn row_ranges(a: &dyn Array) -> Vec<Option<(usize, usize)>> {
     (0..a.len()).map(|i| if a.is_null(i) { None } else { Some((offsets[i], offsets[i + 1])) }).collect()
 }
 
-fn scalar_or_array(out: ArrayRef, args: &ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+pub(crate) fn scalar_or_array(out: ArrayRef, args: &ScalarFunctionArgs) -> DfResult<ColumnarValue> {
     if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) && out.len() == 1 {
         return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));
     }

@@ -165,6 +165,10 @@ impl Functions {
         for (name, kind) in TIME_FUNCTIONS {
             self.scalar.insert(name.into(), Arc::new(ScalarUDF::from(ProcessingTime::new(name, kind, clock.clone()))));
         }
+        // UNIX_TIMESTAMP(string [, pattern]) parses; without arguments it reads the clock.
+        if let Some(now) = self.scalar.get("unix_timestamp").cloned() {
+            self.scalar.insert("unix_timestamp".into(), crate::datetime::unix_timestamp(now));
+        }
     }
 }
 
@@ -194,6 +198,7 @@ impl Default for Functions {
             aggregate.insert(f.name().to_string(), f);
         }
         crate::nested::register(&mut scalar);
+        crate::datetime::register(&mut scalar);
         // Flink's LISTAGG is STRING_AGG with an optional separator.
         if let Some(f) = aggregate.get("string_agg").cloned() {
             aggregate.insert("listagg".into(), f);
