@@ -1,8 +1,8 @@
 //! The kafka connectors through the client, on the shared local broker (`scripts/kafka.sh
 //! start`; each test uses topics of its own): nested JSON values read by a SELECT, upserts with
 //! tombstones read back through ChangelogNormalize, a second client run resuming from the
-//! group's committed offsets, and 'exactly-once' refused at job start by a broker without
-//! transactions.
+//! group's committed offsets, 'exactly-once' refused at job start by a broker without
+//! transactions, and a sink with two writers writing timestamp and headers metadata.
 
 mod common;
 
@@ -122,4 +122,27 @@ fn a_restarted_client_resumes_from_the_committed_offsets() {
     let (code, out, err) = run(&format!("{tables} INSERT INTO snk VALUES (3); SELECT id FROM src;"));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(" 3 |") && !out.contains(" 1 |") && out.contains("1 row in set"), "{out}");
+}
+
+#[test]
+fn a_sink_writes_timestamp_and_headers_metadata_with_several_writers() {
+    let t = topic("e2e_meta");
+    let (code, out, err) = run(&format!(
+        "CREATE TABLE ev (id INT, ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', part INT METADATA FROM 'partition' VIRTUAL,
+                          h MAP<STRING, BYTES> METADATA FROM 'headers')
+           WITH ('connector' = 'kafka', 'topic' = '{t}', 'properties.bootstrap.servers' = 'BOOTSTRAP', 'format' = 'json',
+                 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'sink.parallelism' = '2');
+         SET 'table.dml-sync' = 'true';
+         INSERT INTO ev SELECT 7, TIMESTAMP '2023-11-14 22:13:20.123', MAP['trace', X'616263', 'span', X'64'];
+         INSERT INTO ev (id) VALUES (8);
+         SELECT id, ts, CARDINALITY(h) AS n, part FROM ev WHERE id = 7;
+         SELECT id, CARDINALITY(h) AS n, ts > TIMESTAMP '2024-01-01 00:00:00' AS stamped FROM ev WHERE id = 8;"
+    ));
+    assert_eq!(code, 0, "{err}");
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    // The record timestamp is the column's value; row 7 has two headers.
+    assert!(flat.contains("| 7 | 2023-11-14") && flat.contains("22:13:20.123"), "{out}");
+    assert!(flat.contains("| 2 | 0 |"), "{out}");
+    // Row 8 (timestamp and headers NULL): no headers, and the producer's time.
+    assert!(flat.contains("| 8 | 0 | true |"), "{out}");
 }

@@ -377,6 +377,12 @@ impl ColumnBuilder {
         Ok(())
     }
 
+    /// The Arrow builder underneath, when it is a `T` (for decoders that append typed values
+    /// straight into the column; see [`ColumnBuilder::new`] for which builder each type uses).
+    pub fn typed<T: ArrayBuilder>(&mut self) -> Option<&mut T> {
+        self.inner.as_any_mut().downcast_mut::<T>()
+    }
+
     /// Drops every value after the first `len` (rolling back a partly appended value; rare).
     fn truncate(&mut self, len: usize) -> Result<()> {
         if self.inner.len() <= len {
@@ -718,6 +724,29 @@ impl RowsBuilder {
         Ok(())
     }
 
+    /// Ends a row whose values were appended column by column (through [`RowsBuilder::column`]):
+    /// every column must hold one more value than before, else the row is rolled back and this
+    /// is an error.
+    pub fn commit_row(&mut self) -> Result<()> {
+        if let Some(c) = self.columns.iter().find(|c| c.len() != self.rows + 1) {
+            let msg = format!("has {} values where the row ends at {}", c.len(), self.rows + 1);
+            let name = c.name.clone();
+            self.rollback_row()?;
+            return Err(RsqlError::execution(format!("column '{name}' {msg}")));
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Drops the values appended column by column since the last committed row (a message that
+    /// failed halfway). Cheap when nothing was appended; otherwise the touched columns are rebuilt.
+    pub fn rollback_row(&mut self) -> Result<()> {
+        for c in &mut self.columns {
+            c.truncate(self.rows)?;
+        }
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.rows
     }
@@ -829,6 +858,32 @@ mod tests {
         let batch = b.finish().unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(datum_at(batch.column(0).as_ref(), 1).unwrap(), Datum::Int(7));
+    }
+
+    #[test]
+    fn rows_appended_column_by_column_commit_and_roll_back() {
+        let cols = vec![
+            ("a".to_string(), LogicalType::not_null(FlinkType::Int)),
+            ("b".to_string(), LogicalType::nullable(FlinkType::Varchar(10))),
+        ];
+        let mut b = RowsBuilder::new(&cols, 4).unwrap();
+        b.column(0).typed::<Int32Builder>().unwrap().append_value(1);
+        b.column(1).append(Datum::Str("x".into())).unwrap();
+        b.commit_row().unwrap();
+        // A row that stops halfway is rolled back.
+        b.column(0).append(Datum::Int(2)).unwrap();
+        b.rollback_row().unwrap();
+        // Committing a row some column has no value for is an error, and rolls it back.
+        b.column(0).append(Datum::Int(3)).unwrap();
+        assert!(b.commit_row().is_err());
+        b.column(0).append(Datum::Int(4)).unwrap();
+        b.column(1).append_null().unwrap();
+        b.commit_row().unwrap();
+        assert!(b.column(0).typed::<StringBuilder>().is_none());
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(datum_at(batch.column(0).as_ref(), 1).unwrap(), Datum::Int(4));
+        assert_eq!(datum_at(batch.column(1).as_ref(), 1).unwrap(), Datum::Null);
     }
 
     #[test]

@@ -115,6 +115,19 @@ impl TableDef {
         Arc::new(Schema::new(self.physical_columns().map(|c| c.ty.to_field(&c.name)).collect::<Vec<_>>()))
     }
 
+    /// The columns an INSERT writes, in the order a sink receives them: the physical columns,
+    /// then the metadata columns not declared VIRTUAL (Flink's persisted columns), each group in
+    /// declaration order.
+    pub fn sink_columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        let persisted_meta = |c: &&ColumnDef| matches!(c.kind, ColumnKind::Metadata { is_virtual: false, .. });
+        self.physical_columns().chain(self.columns.iter().filter(persisted_meta))
+    }
+
+    /// Arrow schema of [`TableDef::sink_columns`].
+    pub fn sink_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(self.sink_columns().map(|c| c.ty.to_field(&c.name)).collect::<Vec<_>>()))
+    }
+
     /// Arrow schema of every column a query sees (physical, metadata and computed).
     pub fn full_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(self.columns.iter().map(|c| c.ty.to_field(&c.name)).collect::<Vec<_>>()))

@@ -420,3 +420,91 @@ fn nested_types_read_and_write_as_flink_does() {
         assert!(formats::create_encoder("csv", &one, &[0], &t, "").is_err());
     }
 }
+
+fn rows_of(out: &mut DecodedRows) -> Vec<(RowKind, Vec<Datum>)> {
+    let b = out.finish().unwrap();
+    (0..b.num_rows()).map(|r| (b.kinds[r], b.data.columns().iter().map(|c| datum_at(c.as_ref(), r).unwrap()).collect())).collect()
+}
+
+#[test]
+fn json_fills_columns_field_by_field_as_a_row_of_values_would() {
+    let c = all_types();
+    let messages: Vec<&[u8]> = vec![
+        br#"{"b":true,"ti":-8,"si":300,"i":-2000000000,"bi":9000000000000,"f":0.5,"d":123456.789,"dec":-12.34,"s":"x\"y","bytes":"AAEC","date":"2024-02-29","time":"23:59:58","ts":"2024-01-02 03:04:05.123","ltz":"2024-01-02T03:04:05Z"}"#,
+        br#"{"b":"TRUE","ti":"7","si":1.5,"i":12.7,"bi":"-3","f":"1e3","d":"nan?","s":12.50,"ts":"2024-01-02T03:04:05.5"}"#,
+        br#"{"i":3000000000}"#,
+        br#"{"ti":300}"#,
+        br#"{"b":null,"i":null,"s":null,"dec":123456789.5,"date":"2024-13-01"}"#,
+        br#"{"s":{"nested":[1,true]},"i":"12"}"#,
+        br#"[1,2]"#,
+        br#"{"i":1"#,
+        br#"{}"#,
+    ];
+    let lenient = table(&[("json.ignore-parse-errors", "true")]);
+    let mut direct = formats::create_decoder("json", &c, &lenient, "").unwrap();
+    let mut by_row = formats::create_decoder("json", &c, &lenient, "").unwrap();
+    let (mut a, mut b) = (DecodedRows::new(&c, 4).unwrap(), DecodedRows::new(&c, 4).unwrap());
+    for m in &messages {
+        direct.decode(m, &mut a).unwrap();
+        by_row.decode_with(m, &mut |kind, values| b.push(kind, values)).unwrap();
+    }
+    assert_eq!(direct.skipped(), by_row.skipped());
+    assert!(direct.skipped() >= 4, "{}", direct.skipped());
+    assert_eq!(rows_of(&mut a), rows_of(&mut b));
+
+    // Without ignore-parse-errors the errors are the same, and a failed message leaves no value.
+    let strict = table(&[]);
+    let mut direct = formats::create_decoder("json", &c, &strict, "").unwrap();
+    let mut by_row = formats::create_decoder("json", &c, &strict, "").unwrap();
+    for m in &messages {
+        let x = direct.decode(m, &mut a).map_err(|e| e.to_string());
+        let y = by_row.decode_with(m, &mut |kind, values| b.push(kind, values)).map_err(|e| e.to_string());
+        assert_eq!(x, y, "{}", String::from_utf8_lossy(m));
+    }
+    assert_eq!(rows_of(&mut a), rows_of(&mut b));
+}
+
+#[test]
+fn json_rolls_back_a_message_that_fails_halfway() {
+    let c = cols(&[("a", FlinkType::Int), ("b", FlinkType::Varchar(MAX_LENGTH)), ("c", FlinkType::Int)]);
+    for ignore in [true, false] {
+        let t = table(&[("json.ignore-parse-errors", if ignore { "true" } else { "false" })]);
+        let mut dec = formats::create_decoder("json", &c, &t, "").unwrap();
+        let mut out = DecodedRows::new(&c, 4).unwrap();
+        dec.decode(br#"{"a":1,"b":"x","c":2}"#, &mut out).unwrap();
+        // a and b go into their columns before c fails.
+        let r = dec.decode(br#"{"a":3,"b":"y","c":"not a number"}"#, &mut out);
+        assert_eq!(r.is_ok(), ignore);
+        dec.decode(br#"{"a":4,"b":"z","c":5}"#, &mut out).unwrap();
+        assert_eq!(
+            rows_of(&mut out),
+            vec![(RowKind::Insert, vec![Datum::Int(1), s("x"), Datum::Int(2)]), (RowKind::Insert, vec![Datum::Int(4), s("z"), Datum::Int(5)])]
+        );
+    }
+
+    // Into chosen columns, the caller completing each row (as the kafka source adds metadata);
+    // a row the caller fails to complete is rolled back too.
+    let produced = cols(&[("c", FlinkType::Int), ("meta", FlinkType::BigInt), ("a", FlinkType::Int)]);
+    let mut dec = formats::create_decoder("json", &c, &table(&[]), "").unwrap();
+    let mut out = DecodedRows::new(&produced, 4).unwrap();
+    let targets = [Some(2), None, Some(0)];
+    let mut n = 0i64;
+    for m in [&br#"{"a":1,"b":"x","c":2}"#[..], br#"{"a":3,"c":4}"#, br#"{"a":5,"c":6}"#] {
+        n += 1;
+        let r = dec.decode_columns(m, &targets, &mut out, &mut |out, kind| {
+            if n == 2 {
+                return Err(rsql_common::RsqlError::execution("refused"));
+            }
+            out.column(1).append(Datum::Int(n * 100))?;
+            out.commit(kind)
+        });
+        assert_eq!(r.is_ok(), n != 2);
+    }
+    assert_eq!(
+        rows_of(&mut out),
+        vec![
+            (RowKind::Insert, vec![Datum::Int(2), Datum::Int(100), Datum::Int(1)]),
+            (RowKind::Insert, vec![Datum::Int(6), Datum::Int(300), Datum::Int(5)])
+        ]
+    );
+}

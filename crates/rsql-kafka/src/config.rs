@@ -83,6 +83,8 @@ pub struct KafkaTable {
     /// upsert-kafka sink buffering (both set and positive to be on).
     pub buffer_max_rows: usize,
     pub buffer_interval: Option<Duration>,
+    /// `sink.parallelism`: how many writers (producers) the sink runs.
+    pub sink_parallelism: usize,
 }
 
 fn parse_offsets(opts: &Opts<'_>, key: &str) -> Result<BTreeMap<i32, i64>> {
@@ -320,6 +322,17 @@ impl KafkaTable {
             return Err(opts.error("sink.buffer-flush.max-rows", "must not be negative"));
         }
 
+        let sink_parallelism = match opts.opt_int("sink.parallelism")? {
+            None => 1,
+            Some(n) if n >= 1 && n <= 1024 => n as usize,
+            Some(n) => {
+                return Err(opts.error(
+                    "sink.parallelism",
+                    format!("is {n}; it must be an integer from 1 to 1024 (the number of writers), e.g. 'sink.parallelism' = '2'"),
+                ))
+            }
+        };
+
         let t = KafkaTable {
             table: table.clone(),
             upsert,
@@ -342,6 +355,7 @@ impl KafkaTable {
             transactional_id_prefix,
             buffer_max_rows: buffer_max_rows as usize,
             buffer_interval: if buffer_interval.is_zero() { None } else { Some(buffer_interval) },
+            sink_parallelism,
         };
         // Building the codecs checks the format options and the column types now.
         let value_idx: Vec<usize> = (0..t.value_fields.len()).collect();

@@ -89,6 +89,21 @@ pub fn metadata_columns() -> Vec<(&'static str, LogicalType)> {
     ]
 }
 
+/// Metadata a kafka sink writes, with Flink's types: the record's timestamp (NULL: the producer
+/// stamps it) and its headers.
+pub fn writable_metadata_columns() -> Vec<(&'static str, LogicalType)> {
+    vec![
+        (
+            "headers",
+            LogicalType::nullable(FlinkType::Map(
+                Box::new(LogicalType::not_null(FlinkType::Varchar(MAX_LENGTH))),
+                Box::new(LogicalType::nullable(FlinkType::Varbinary(MAX_LENGTH))),
+            )),
+        ),
+        ("timestamp", LogicalType::nullable(FlinkType::TimestampLtz(3))),
+    ]
+}
+
 /// The `kafka` connector.
 pub struct KafkaFactory;
 
@@ -122,6 +137,10 @@ impl ConnectorFactory for KafkaFactory {
 
     fn metadata_keys(&self) -> Vec<(&'static str, LogicalType)> {
         metadata_columns()
+    }
+
+    fn writable_metadata_keys(&self) -> Vec<(&'static str, LogicalType)> {
+        writable_metadata_columns()
     }
 
     fn source_info(&self, table: &TableDef) -> Result<SourceInfo> {
@@ -172,6 +191,10 @@ impl ConnectorFactory for UpsertKafkaFactory {
 
     fn metadata_keys(&self) -> Vec<(&'static str, LogicalType)> {
         metadata_columns()
+    }
+
+    fn writable_metadata_keys(&self) -> Vec<(&'static str, LogicalType)> {
+        writable_metadata_columns()
     }
 
     fn source_info(&self, table: &TableDef) -> Result<SourceInfo> {

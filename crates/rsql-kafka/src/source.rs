@@ -96,6 +96,8 @@ struct Decoding {
     key_decoder: Option<Box<dyn RowDecoder>>,
     value_decoder: Box<dyn RowDecoder>,
     outputs: Vec<Out>,
+    /// For each field of the value format: the produced column it is decoded into, if any.
+    value_targets: Vec<Option<usize>>,
     /// The produced columns.
     rows: DecodedRows,
     /// Whether a `headers` column is produced.
@@ -161,12 +163,16 @@ impl KafkaSource {
             outputs.push(out);
         }
         let want_headers = outputs.iter().any(|o| matches!(o, Out::Meta(Meta::Headers)));
+        let value_targets = (0..value_cols.len())
+            .map(|i| outputs.iter().position(|o| matches!(o, Out::Physical { value: Some(v), .. } if *v == i)))
+            .collect();
         let decoding = Decoding {
             want_headers,
             upsert: cfg.upsert,
             key_decoder,
             value_decoder,
             outputs,
+            value_targets,
             rows: DecodedRows::new(&built, 1024)?,
             key_buf: Vec::new(),
         };
@@ -224,20 +230,18 @@ impl Decoding {
         let partition = msg.partition();
         let offset = msg.offset();
         let outputs = &self.outputs;
+        let targets = &self.value_targets;
         let rows = &mut self.rows;
         let upsert = self.upsert;
-        let mut emit = |kind: RowKind, values: Vec<Datum>, tombstone: bool| -> Result<()> {
-            let mut row = Vec::with_capacity(outputs.len());
-            for o in outputs {
+        // The value decoder fills the columns taken from the value (`targets`); this appends the
+        // others (key fields, metadata, NULLs) and commits the row.
+        let complete = |out: &mut DecodedRows, kind: RowKind, with_value: bool| -> Result<()> {
+            let kind = if upsert && kind == RowKind::Insert { RowKind::UpdateAfter } else { kind };
+            for (c, o) in outputs.iter().enumerate() {
                 let d = match o {
-                    Out::Physical { value, key } => {
-                        let from_value = if tombstone { None } else { value.and_then(|i| values.get(i).cloned()) };
-                        match (from_value, key) {
-                            (Some(v), _) => v,
-                            (None, Some(k)) => key_vals.get(*k).cloned().unwrap_or(Datum::Null),
-                            (None, None) => Datum::Null,
-                        }
-                    }
+                    Out::Physical { value: Some(_), .. } if with_value => continue,
+                    Out::Physical { key: Some(k), .. } => key_vals.get(*k).cloned().unwrap_or(Datum::Null),
+                    Out::Physical { key: None, .. } => Datum::Null,
                     Out::Meta(Meta::Topic) => Datum::Str(topic.to_string()),
                     Out::Meta(Meta::Partition) => Datum::Int(partition as i64),
                     Out::Meta(Meta::Offset) => Datum::Int(offset),
@@ -246,17 +250,23 @@ impl Decoding {
                     Out::Meta(Meta::LeaderEpoch) => if epoch >= 0 { Datum::Int(epoch as i64) } else { Datum::Null },
                     Out::Meta(Meta::Headers) => headers.clone(),
                 };
-                row.push(d);
+                out.column(c).append(d)?;
             }
-            rows.push(kind, row)
+            out.commit(kind)
         };
         let result = match msg.payload() {
-            None if upsert => emit(RowKind::Delete, Vec::new(), true),
-            None => self.value_decoder.decode_null(&mut |k, v| emit(k, v, false)),
-            Some(p) => self.value_decoder.decode_with(p, &mut |k, v| {
-                let kind = if upsert && k == RowKind::Insert { RowKind::UpdateAfter } else { k };
-                emit(kind, v, false)
-            }),
+            None if upsert => {
+                // A tombstone: the key only.
+                let r = complete(rows, RowKind::Delete, false);
+                if r.is_err() {
+                    rows.rollback()?;
+                }
+                r
+            }
+            None => self
+                .value_decoder
+                .decode_null(&mut |k, v| formats::append_values(rows, targets, v, k, &mut |out, kind| complete(out, kind, true))),
+            Some(p) => self.value_decoder.decode_columns(p, targets, rows, &mut |out, kind| complete(out, kind, true)),
         };
         self.key_buf = key_vals;
         result

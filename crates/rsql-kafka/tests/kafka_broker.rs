@@ -10,10 +10,10 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rsql_common::builder::{datum_at, Datum, RowsBuilder};
-use rsql_common::catalog::{ColumnDef, ObjectPath, OptionValue, TableDef};
+use rsql_common::catalog::{ColumnDef, ColumnKind, ObjectPath, OptionValue, TableDef};
 use rsql_common::types::{FlinkType, LogicalType, MAX_LENGTH};
 use rsql_common::{ChangeBatch, RowKind};
-use rsql_runtime::connector::{ChangelogMode, ConnectorFactory, Message as Msg, ProducedColumn, SourceContext};
+use rsql_runtime::connector::{ChangelogMode, ConnectorFactory, Message as Msg, ProducedColumn, Sink as _, SourceContext};
 use tokio::sync::{mpsc, watch};
 
 fn port() -> String {
@@ -87,7 +87,7 @@ fn factory(t: &TableDef) -> std::sync::Arc<dyn ConnectorFactory> {
 }
 
 fn batch(t: &TableDef, rows: Vec<(RowKind, Vec<Datum>)>) -> ChangeBatch {
-    let cols: Vec<(String, LogicalType)> = t.physical_columns().map(|c| (c.name.clone(), c.ty.clone())).collect();
+    let cols: Vec<(String, LogicalType)> = t.sink_columns().map(|c| (c.name.clone(), c.ty.clone())).collect();
     let mut b = RowsBuilder::new(&cols, rows.len()).unwrap();
     let mut kinds = Vec::new();
     for (k, r) in rows {
@@ -1039,4 +1039,136 @@ async fn a_broker_restart_loses_nothing() {
     assert!(r.is_ok(), "{r:?}");
     drop(pb);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn metadata_column(name: &str, key: &str, ty: LogicalType, is_virtual: bool) -> ColumnDef {
+    ColumnDef {
+        name: name.into(),
+        ty,
+        kind: ColumnKind::Metadata { key: Some(key.into()), is_virtual },
+        comment: None,
+        location: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn sinks_write_timestamp_and_headers_metadata() {
+    let ty = |key: &str| rsql_kafka::writable_metadata_columns().into_iter().find(|(k, _)| *k == key).unwrap().1;
+    for upsert in [false, true] {
+        let t = topic(if upsert { "meta_sink_upsert" } else { "meta_sink" }, 1);
+        let mut columns = orders_columns();
+        columns.push(metadata_column("ts", "timestamp", ty("timestamp"), false));
+        // A VIRTUAL read-only column stays out of the sink's input.
+        columns.push(metadata_column("off", "offset", LogicalType::not_null(FlinkType::BigInt), true));
+        columns.push(metadata_column("hdrs", "headers", ty("headers"), false));
+        let mut opts = vec![("connector", if upsert { "upsert-kafka" } else { "kafka" }), ("topic", t.as_str())];
+        if upsert {
+            opts.extend([("key.format", "json"), ("value.format", "json")]);
+        } else {
+            opts.extend([("format", "json"), ("scan.startup.mode", "earliest-offset")]);
+        }
+        opts.push(("scan.bounded.mode", "latest-offset"));
+        let tbl = table(columns, if upsert { Some(&["order_id"]) } else { None }, &opts);
+        assert_eq!(tbl.sink_columns().map(|c| c.name.as_str()).collect::<Vec<_>>()[4..], ["ts", "hdrs"]);
+        let row = |id: i64, ts: Datum, h: Datum| (RowKind::Insert, vec![Datum::Int(id), Datum::Float(1.5), s("x"), Datum::Int(id), ts, h]);
+        let headers = Datum::map(vec![(s("trace"), Datum::Bytes(b"abc".to_vec())), (s("empty"), Datum::Bytes(Vec::new()))]);
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64 / 1000 * 1000;
+        let rows = vec![
+            row(1, Datum::Timestamp(1_700_000_000_123_000), headers.clone()),
+            row(2, Datum::Null, Datum::Null),
+            row(3, Datum::Timestamp(1_600_000_000_000_000), Datum::map(vec![])),
+        ];
+        write(&tbl, ChangelogMode::InsertOnly, vec![batch(&tbl, rows)]).await;
+
+        let meta = |key: &str, name: &str| ProducedColumn::Metadata { key: key.into(), name: name.into(), ty: ty(key) };
+        let mut cols = physical(&tbl);
+        cols.extend([meta("timestamp", "ts"), meta("headers", "hdrs")]);
+        let got = read(&tbl, &cols).await.unwrap();
+        assert_eq!(got.len(), 3, "upsert={upsert}");
+        assert_eq!(got[0].1[4], Datum::Timestamp(1_700_000_000_123_000), "upsert={upsert}");
+        assert_eq!(got[0].1[5], headers, "upsert={upsert}");
+        match got[1].1[4] {
+            Datum::Timestamp(us) => assert!(us >= before, "a NULL timestamp is stamped by the producer: {us} < {before}"),
+            ref other => panic!("timestamp {other:?}"),
+        }
+        assert_eq!(got[1].1[5], Datum::map(vec![]), "NULL headers: a message without headers");
+        assert_eq!(got[2].1[4], Datum::Timestamp(1_600_000_000_000_000));
+        assert_eq!(got[2].1[5], Datum::map(vec![]));
+    }
+}
+
+#[tokio::test]
+async fn sink_parallelism_runs_that_many_producers_and_keeps_each_keys_order() {
+    // upsert-kafka: routed by primary key hash.
+    let t = topic("par_upsert", 3);
+    let tbl = upsert_table(&t, &[("sink.parallelism", "3")]);
+    let cfg = rsql_kafka::KafkaTable::resolve(&tbl, true).unwrap();
+    let mut sink = rsql_kafka::sink::KafkaSink::new(cfg, &ChangelogMode::All).unwrap();
+    assert_eq!(sink.writers(), 3);
+    let (keys, versions) = (60, 30);
+    let mut written = 0u64;
+    for v in 0..versions {
+        let rows: Rows = (0..keys).map(|k| (RowKind::UpdateAfter, vec![Datum::Int(k), Datum::Float(v as f64), s("r"), Datum::Int(v)])).collect();
+        sink.write(batch(&tbl, rows)).await.unwrap();
+        written += keys as u64;
+        if v == versions / 2 {
+            // A checkpoint waits for every writer: all rows so far are acknowledged.
+            let state = sink.snapshot(1).await.unwrap();
+            assert_eq!(sink.in_flight(), 0);
+            assert_eq!(sink.tracker().delivered.load(std::sync::atomic::Ordering::Acquire), written);
+            let saved = rsql_kafka::rollback::SinkOffsets::decode(&state).unwrap();
+            assert_eq!(saved.ends.iter().map(|(_, end)| *end as u64).sum::<u64>(), written, "the checkpoint's end offsets cover every writer");
+        }
+    }
+    {
+        sink.flush().await.unwrap();
+        assert_eq!(sink.in_flight(), 0);
+        sink.close().await.unwrap();
+    }
+    let per_writer = sink.rows_per_writer();
+    assert_eq!(per_writer.iter().sum::<u64>(), written);
+    assert!(per_writer.iter().all(|&n| n > 0), "every writer got keys: {per_writer:?}");
+    let mut seen: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for p in 0..3 {
+        for (k, v) in raw_messages(&t, p) {
+            let v: serde_json::Value = serde_json::from_slice(&v.unwrap()).unwrap();
+            seen.entry(text(&k).unwrap()).or_default().push(v["customer_id"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(seen.len(), keys as usize);
+    for (k, vs) in &seen {
+        assert_eq!(vs, &(0..versions as i64).collect::<Vec<_>>(), "key {k}: every change arrives, in order");
+    }
+
+    // kafka without a key: round-robin over the writers.
+    let t = topic("par_append", 2);
+    let tbl = kafka_table(&t, "json", &[("sink.parallelism", "3"), ("scan.bounded.mode", "latest-offset")]);
+    let cfg = rsql_kafka::KafkaTable::resolve(&tbl, false).unwrap();
+    let mut sink = rsql_kafka::sink::KafkaSink::new(cfg, &ChangelogMode::InsertOnly).unwrap();
+    let rows: Rows = (0..90).map(|i| (RowKind::Insert, vec![Datum::Int(i), Datum::Float(1.0), s("r"), Datum::Int(i)])).collect();
+    {
+        sink.write(batch(&tbl, rows.clone())).await.unwrap();
+        sink.close().await.unwrap();
+    }
+    assert_eq!(sink.rows_per_writer(), vec![30, 30, 30]);
+    let mut got = read(&tbl, &physical(&tbl)).await.unwrap();
+    got.sort_by_key(|r| match r.1[0] {
+        Datum::Int(i) => i,
+        _ => -1,
+    });
+    assert_eq!(got, rows);
+}
+
+#[test]
+fn sink_parallelism_must_be_a_positive_integer() {
+    for (v, want) in [("0", "from 1 to 1024"), ("-2", "from 1 to 1024"), ("two", "sink.parallelism")] {
+        let tbl = upsert_table("t", &[("sink.parallelism", v)]);
+        let mut reg = rsql_runtime::ConnectorRegistry::new();
+        rsql_kafka::register(&mut reg);
+        let e = match reg.validate(&tbl) {
+            Ok(_) => panic!("'sink.parallelism' = '{v}' was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(want) && e.contains("sink.parallelism"), "{v}: {e}");
+    }
 }

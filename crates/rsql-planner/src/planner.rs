@@ -20,7 +20,7 @@ use rsql_common::options::did_you_mean;
 use rsql_common::types::{FlinkType, LogicalType};
 use rsql_common::{Location, Result, RsqlError};
 use rsql_runtime::graph::{JobGraph, NodeKind, PhysExpr, SinkFactoryFn};
-use rsql_runtime::{ChangelogMode, ConnectorRegistry};
+use rsql_runtime::{ChangelogMode, ConnectorFactory, ConnectorRegistry};
 use rsql_sql::{CreateTable, LikeOption, Name};
 
 use crate::catalog::{Catalog, CatalogEntry, ViewDef};
@@ -374,25 +374,31 @@ impl Session {
                 Some(table.location),
             ));
         }
+        check_writable_metadata(&sink, factory.as_ref(), table.location)?;
         let plan = self.plan_query(query, location)?;
         let qfields: Vec<_> = plan.schema().fields().iter().cloned().collect();
-        let targets: Vec<&ColumnDef> = sink.physical_columns().collect();
+        let targets: Vec<&ColumnDef> = sink.sink_columns().collect();
         let mut mapping: Vec<Option<usize>> = vec![None; targets.len()];
         if columns.is_empty() {
+            // Without a column list the query gives the written columns in declaration order.
+            let declared: Vec<&ColumnDef> = sink.columns.iter().filter(|c| targets.iter().any(|t| t.name == c.name)).collect();
             if qfields.len() != targets.len() {
                 return Err(RsqlError::validation(
                     format!(
-                        "the query gives {} columns but table {} has {} physical columns ({}); list the target columns or fix the SELECT list",
+                        "the query gives {} columns but table {} has {} {} ({}); list the target columns or fix the SELECT list",
                         qfields.len(),
                         path,
                         targets.len(),
-                        targets.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                        if declared.iter().all(|c| c.is_physical()) { "physical columns" } else { "physical and persisted metadata columns" },
+                        declared.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
                     ),
                     Some(location),
                 ));
             }
-            for (i, m) in mapping.iter_mut().enumerate() {
-                *m = Some(i);
+            for (qi, c) in declared.iter().enumerate() {
+                if let Some(ti) = targets.iter().position(|t| t.name == c.name) {
+                    mapping[ti] = Some(qi);
+                }
             }
         } else {
             if columns.len() != qfields.len() {
@@ -404,7 +410,7 @@ impl Session {
             for (qi, name) in columns.iter().enumerate() {
                 let Some(ti) = targets.iter().position(|c| &c.name == name) else {
                     let hint = did_you_mean(name, targets.iter().map(|c| c.name.as_str())).map(|s| format!("; did you mean '{s}'?")).unwrap_or_default();
-                    return Err(RsqlError::validation(format!("table {path} has no physical column '{name}'{hint}"), Some(location)));
+                    return Err(RsqlError::validation(format!("table {path} has no {} '{name}'{hint}", if targets.iter().all(|c| c.is_physical()) { "physical column" } else { "physical or persisted metadata column" }), Some(location)));
                 };
                 mapping[ti] = Some(qi);
             }
@@ -465,9 +471,9 @@ impl Session {
         let q: Lowered = lw.lower(&ins.plan)?;
         let sink = ins.sink.clone();
         let factory = self.registry.validate(&sink)?;
-        let targets: Vec<&ColumnDef> = sink.physical_columns().collect();
+        let targets: Vec<&ColumnDef> = sink.sink_columns().collect();
         let qschema = ins.plan.schema();
-        let sink_schema = sink.physical_schema();
+        let sink_schema = sink.sink_schema();
         // Cast and order the query's columns into the sink's columns.
         let identity = ins.mapping.iter().enumerate().all(|(i, m)| *m == Some(i))
             && qschema.fields().iter().zip(sink_schema.fields()).all(|(a, b)| a.data_type() == b.data_type() && a.name() == b.name());
@@ -545,6 +551,42 @@ impl Session {
         lw.add(NodeKind::Sink { label: sink.path.to_string(), create }, vec![cur.id], sink_schema, mode, cur.unique_key.clone(), describe);
         Ok(())
     }
+}
+
+/// A sink writes its metadata columns not declared VIRTUAL, so their keys must be writable by the
+/// connector (as Flink checks when it plans an INSERT); VIRTUAL ones are left out of the sink.
+fn check_writable_metadata(sink: &TableDef, factory: &dyn ConnectorFactory, at: Location) -> Result<()> {
+    let writable = factory.writable_metadata_keys();
+    for c in sink.columns.iter() {
+        let (ColumnKind::Metadata { is_virtual: false, .. }, Some(key)) = (&c.kind, c.metadata_key()) else { continue };
+        match writable.iter().find(|(k, _)| *k == key) {
+            Some((_, ty)) if !c.ty.ty.can_assign_to(&ty.ty) => {
+                return Err(RsqlError::validation(
+                    format!("table {}: metadata column '{}' is {} but connector '{}' writes metadata key '{key}' as {ty}; change the column's type", sink.path, c.name, c.ty, factory.name()),
+                    Some(c.location),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                let list = if writable.is_empty() {
+                    "it writes no metadata".to_string()
+                } else {
+                    format!("the keys it writes are: {}", writable.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "))
+                };
+                return Err(RsqlError::validation(
+                    format!(
+                        "table {}: metadata column '{}' (key '{key}') is not writable: connector '{}' only reads it and {list}; \
+                         declare the column VIRTUAL to leave it out of INSERTs into the table",
+                        sink.path,
+                        c.name,
+                        factory.name()
+                    ),
+                    Some(at),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every table a query names in FROM / JOIN (through CTEs, subqueries and set operations), with

@@ -248,6 +248,12 @@ pub trait ConnectorFactory: Send + Sync {
         Vec::new()
     }
 
+    /// Metadata keys a sink of this connector writes, with their types. A metadata column not
+    /// declared VIRTUAL is written by INSERTs, so its key must be listed here.
+    fn writable_metadata_keys(&self) -> Vec<(&'static str, LogicalType)> {
+        Vec::new()
+    }
+
     fn supports_source(&self) -> bool {
         true
     }

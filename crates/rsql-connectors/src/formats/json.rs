@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use rsql_common::arrow::array::*;
 use rsql_common::arrow::datatypes::{DataType, TimeUnit};
 use rsql_common::arrow::record_batch::RecordBatch;
-use rsql_common::builder::Datum;
+use rsql_common::builder::{ColumnBuilder, Datum};
 use rsql_common::types::{FlinkType, LogicalType};
 use rsql_common::{Result, RowKind, RsqlError};
 
 use super::text::*;
-use super::{FormatOpts, RowDecoder, RowEncoder};
+use super::{CompleteRow, DecodedRows, FormatOpts, RowDecoder, RowEncoder};
 
 /// Deepest nesting the parser accepts (deeper input is an error, never a stack overflow).
 const MAX_DEPTH: usize = 128;
@@ -589,11 +589,129 @@ impl ObjectReader {
     }
 }
 
+/// Why a field could not be appended to its column.
+enum FieldError {
+    /// The input does not fit the column (skipped with `ignore-parse-errors`).
+    Parse(String),
+    /// The column refused the value (a NULL in a NOT NULL column).
+    Store(RsqlError),
+}
+
+impl ObjectReader {
+    /// Appends the fields of `obj` straight into the columns of `out` that `targets` names
+    /// (column `i` of the reader to `targets[i]`, None: read but not kept), in column order.
+    /// On error some columns may hold the row's first values: the caller rolls them back.
+    /// `slots` is scratch space kept by the caller between messages.
+    fn append(
+        &self,
+        obj: &JVal<'_>,
+        targets: &[Option<usize>],
+        out: &mut DecodedRows,
+        slots: &mut Vec<usize>,
+    ) -> std::result::Result<(), FieldError> {
+        let fields = match obj {
+            JVal::Obj(f) => f,
+            other => return Err(FieldError::Parse(format!("expected a JSON object but found {}", other.kind()))),
+        };
+        // Column -> index of its field in `fields` (the last one when a name repeats).
+        slots.clear();
+        slots.resize(self.columns.len(), usize::MAX);
+        for (j, (k, _)) in fields.iter().enumerate() {
+            // Fields usually come in column order: compare with that column before hashing.
+            let i = match self.columns.get(j) {
+                Some((name, _)) if name.as_str() == k.as_ref() => Some(j),
+                _ => self.index.get(k.as_ref()).copied(),
+            };
+            if let Some(i) = i {
+                slots[i] = j;
+            }
+        }
+        for (((name, ty), &slot), target) in self.columns.iter().zip(slots.iter()).zip(targets) {
+            let slot = fields.get(slot).map(|(_, v)| v);
+            match (slot, target) {
+                (None, _) if self.fail_on_missing_field => {
+                    return Err(FieldError::Parse(format!("could not find field with name '{name}'")))
+                }
+                (_, None) => {}
+                (Some(v), Some(c)) => append_json(out.column(*c), name, ty, v, self.fail_on_missing_field)?,
+                (None, Some(c)) => out.column(*c).append_null().map_err(FieldError::Store)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends one JSON value to its column with the conversions of [`to_datum`]: the common cases
+/// (numbers into numeric columns, strings into STRING and temporal columns, booleans, NULL)
+/// go straight into the typed Arrow builder; anything else through a value.
+fn append_json(col: &mut ColumnBuilder, name: &str, ty: &LogicalType, v: &JVal<'_>, fail_on_missing: bool) -> std::result::Result<(), FieldError> {
+    macro_rules! put {
+        ($b:ty, $v:expr) => {
+            if let Some(b) = col.typed::<$b>() {
+                b.append_value($v);
+                return Ok(());
+            }
+        };
+    }
+    match (&ty.ty, v) {
+        (_, JVal::Null) if ty.nullable => return col.append_null().map_err(FieldError::Store),
+        (FlinkType::Int, JVal::Num(n)) if is_integral(n) => {
+            if let Ok(x) = n.parse::<i32>() {
+                put!(Int32Builder, x)
+            }
+        }
+        (FlinkType::BigInt, JVal::Num(n)) if is_integral(n) => {
+            if let Ok(x) = n.parse::<i64>() {
+                put!(Int64Builder, x)
+            }
+        }
+        (FlinkType::SmallInt, JVal::Num(n)) if is_integral(n) => {
+            if let Ok(x) = n.parse::<i16>() {
+                put!(Int16Builder, x)
+            }
+        }
+        (FlinkType::TinyInt, JVal::Num(n)) if is_integral(n) => {
+            if let Ok(x) = n.parse::<i8>() {
+                put!(Int8Builder, x)
+            }
+        }
+        (FlinkType::Double, JVal::Num(n)) => {
+            if let Ok(x) = n.parse::<f64>() {
+                put!(Float64Builder, x)
+            }
+        }
+        (FlinkType::Float, JVal::Num(n)) => {
+            if let Ok(x) = n.parse::<f64>() {
+                put!(Float32Builder, x as f32)
+            }
+        }
+        (FlinkType::Char(_) | FlinkType::Varchar(_), JVal::Str(t)) => put!(StringBuilder, t.as_ref()),
+        (FlinkType::Boolean, JVal::Bool(b)) => put!(BooleanBuilder, *b),
+        (FlinkType::Timestamp(_) | FlinkType::TimestampLtz(_), JVal::Str(t)) => {
+            if let Some(x) = parse_timestamp_text(t) {
+                put!(TimestampMicrosecondBuilder, x)
+            }
+        }
+        (FlinkType::Date, JVal::Str(t)) => {
+            if let Some(x) = parse_date_text(t) {
+                put!(Date32Builder, x)
+            }
+        }
+        _ => {}
+    }
+    let d = to_datum(name, ty, v, fail_on_missing).map_err(FieldError::Parse)?;
+    col.append(d).map_err(FieldError::Store)
+}
+
 /// Decoder of the `json` format.
 pub struct JsonDecoder {
     reader: ObjectReader,
     ignore_parse_errors: bool,
     skipped: u64,
+    /// Column `i` to column `i`: decoding into a batch of the decoder's own columns.
+    identity: Vec<Option<usize>>,
+    /// Scratch: where each column's field is in the current message.
+    slots: Vec<usize>,
 }
 
 impl JsonDecoder {
@@ -607,7 +725,13 @@ impl JsonDecoder {
                 format!("cannot be 'true' together with '{}' = 'true'; choose one", fo.key("ignore-parse-errors")),
             ));
         }
-        Ok(JsonDecoder { reader: ObjectReader::new(columns, fail), ignore_parse_errors: ignore, skipped: 0 })
+        Ok(JsonDecoder {
+            reader: ObjectReader::new(columns, fail),
+            ignore_parse_errors: ignore,
+            skipped: 0,
+            identity: (0..columns.len()).map(Some).collect(),
+            slots: Vec::with_capacity(columns.len()),
+        })
     }
 }
 
@@ -629,6 +753,43 @@ impl RowDecoder for JsonDecoder {
                 format!("{e}; set 'json.ignore-parse-errors' = 'true' to skip such messages"),
             )),
         }
+    }
+
+    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
+        let identity = std::mem::take(&mut self.identity);
+        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
+        self.identity = identity;
+        r
+    }
+
+    fn decode_columns(
+        &mut self,
+        bytes: &[u8],
+        targets: &[Option<usize>],
+        out: &mut DecodedRows,
+        complete: &mut CompleteRow<'_>,
+    ) -> Result<()> {
+        let appended = match parse(bytes) {
+            Ok(None) => return Ok(()),
+            Ok(Some(v)) => self.reader.append(&v, targets, out, &mut self.slots),
+            Err(e) => Err(FieldError::Parse(format!("malformed JSON: {e}"))),
+        };
+        let r = match appended {
+            Ok(()) => complete(out, RowKind::Insert),
+            Err(FieldError::Parse(_)) if self.ignore_parse_errors => {
+                self.skipped += 1;
+                out.rollback()?;
+                return Ok(());
+            }
+            Err(FieldError::Parse(e)) => {
+                Err(RsqlError::data("json", format!("{e}; set 'json.ignore-parse-errors' = 'true' to skip such messages")))
+            }
+            Err(FieldError::Store(e)) => Err(e),
+        };
+        if r.is_err() {
+            out.rollback()?;
+        }
+        r
     }
 
     fn skipped(&self) -> u64 {

@@ -2,9 +2,11 @@
 //! of a file) turns into rows, and rows into messages, with Flink's option names and semantics.
 //!
 //! Formats: `json`, `csv`, `raw`, and the changelog formats `debezium-json`, `canal-json` and
-//! `maxwell-json` (which carry +I/-U/+U/-D). Decoders parse bytes into typed values per column
-//! (ARRAY / MAP / ROW values as nested values) and append them to Arrow builders
-//! ([`DecodedRows`]); encoders read Arrow arrays directly and write
+//! `maxwell-json` (which carry +I/-U/+U/-D). `json` decodes each message field by field straight
+//! into the Arrow column builders ([`DecodedRows`], [`RowDecoder::decode_columns`]), rolling
+//! back a message that fails halfway; the other decoders parse a message into a row of typed
+//! values (ARRAY / MAP / ROW values as nested values) that is then appended to the builders.
+//! Encoders read Arrow arrays directly and write
 //! bytes, with Flink's output conventions (FLOAT `10.0`, TIMESTAMP `2024-01-02 03:04:05.123`,
 //! DECIMAL as a JSON number, ...).
 //!
@@ -26,7 +28,7 @@ use std::sync::{Mutex, OnceLock};
 
 use rsql_common::arrow::datatypes::SchemaRef;
 use rsql_common::arrow::record_batch::RecordBatch;
-use rsql_common::builder::{Datum, RowsBuilder};
+use rsql_common::builder::{ColumnBuilder, Datum, RowsBuilder};
 use rsql_common::catalog::TableDef;
 use rsql_common::options::{did_you_mean, OptionKind, OptionSpec, Opts};
 use rsql_common::types::LogicalType;
@@ -179,6 +181,24 @@ impl DecodedRows {
         Ok(())
     }
 
+    /// Column `i`, for appending a row's values field by field; end the row with
+    /// [`DecodedRows::commit`] or drop its values with [`DecodedRows::rollback`].
+    pub fn column(&mut self, i: usize) -> &mut ColumnBuilder {
+        self.builder.column(i)
+    }
+
+    /// Ends a row appended column by column.
+    pub fn commit(&mut self, kind: RowKind) -> Result<()> {
+        self.builder.commit_row()?;
+        self.kinds.push(kind);
+        Ok(())
+    }
+
+    /// Drops the values appended since the last committed row.
+    pub fn rollback(&mut self) -> Result<()> {
+        self.builder.rollback_row()
+    }
+
     pub fn len(&self) -> usize {
         self.kinds.len()
     }
@@ -199,15 +219,59 @@ impl DecodedRows {
     }
 }
 
+/// Completes a row whose decoded fields are in: appends the columns the decoder does not fill
+/// and commits the row ([`DecodedRows::commit`]) with the given kind.
+pub type CompleteRow<'a> = dyn FnMut(&mut DecodedRows, RowKind) -> Result<()> + 'a;
+
+/// Appends a row of decoded values to the columns `targets` names (value `i` to column
+/// `targets[i]`, None: not produced), then `complete`s it; on error nothing of the row stays.
+pub fn append_values(
+    out: &mut DecodedRows,
+    targets: &[Option<usize>],
+    values: Vec<Datum>,
+    kind: RowKind,
+    complete: &mut CompleteRow<'_>,
+) -> Result<()> {
+    let mut r = Ok(());
+    for (v, t) in values.into_iter().zip(targets) {
+        if let Some(c) = t {
+            r = out.column(*c).append(v);
+            if r.is_err() {
+                break;
+            }
+        }
+    }
+    let r = r.and_then(|_| complete(out, kind));
+    if r.is_err() {
+        out.rollback()?;
+    }
+    r
+}
+
 /// Turns one message into zero or more rows.
 pub trait RowDecoder: Send {
     /// Decodes `bytes` and hands every row to `emit`, values in the decoder's column order.
     /// With the format's `ignore-parse-errors` a bad message is skipped and counted instead.
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()>;
 
-    /// Decodes `bytes` into `out`.
+    /// Decodes `bytes` into `out` (whose columns are the decoder's).
     fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
         self.decode_with(bytes, &mut |kind, values| out.push(kind, values))
+    }
+
+    /// Decodes `bytes` into columns of `out`: field `i` of the decoder's columns goes to column
+    /// `targets[i]` (None: not produced); after each row's fields `complete` fills the other
+    /// columns and commits the row. A message that fails or is skipped leaves nothing behind.
+    /// This default goes through a row of values ([`RowDecoder::decode_with`]); `json` appends
+    /// field by field straight into the columns.
+    fn decode_columns(
+        &mut self,
+        bytes: &[u8],
+        targets: &[Option<usize>],
+        out: &mut DecodedRows,
+        complete: &mut CompleteRow<'_>,
+    ) -> Result<()> {
+        self.decode_with(bytes, &mut |kind, values| append_values(out, targets, values, kind, complete))
     }
 
     /// A message without a payload (a Kafka tombstone or an empty line). Most formats produce
