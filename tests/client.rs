@@ -247,3 +247,21 @@ fn date_time_functions_take_java_patterns_as_flink() {
     );
     assert!(err.contains("the letter 'Q' is not supported"), "{err}");
 }
+
+#[test]
+fn casts_name_flink_types() {
+    let (code, out, err) = run_script(
+        "SET 'sql-client.execution.result-mode' = 'tableau';
+         SELECT CAST(TIMESTAMP '2024-01-02 03:04:05.5' AS TIMESTAMP_LTZ(3)) AS l, CAST(CAST('ab' AS BYTES) AS STRING) AS b,
+                CAST(CAST('ab' AS VARBINARY(10)) AS STRING) AS vb, CAST('01:02:03' AS TIME(3)) AS t, CAST(1.5 AS DEC(5, 2)) AS d;",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let row: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .nth(1)
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+        .unwrap_or_default();
+    assert_eq!(row, vec!["2024-01-02 03:04:05.500", "ab", "ab", "01:02:03", "1.50"], "{out}");
+}

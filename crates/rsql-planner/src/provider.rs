@@ -8,11 +8,12 @@ use std::sync::Arc;
 use datafusion_common::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
 use datafusion_common::config::ConfigOptions;
 use datafusion_common::{plan_err, DataFusionError, ScalarValue, TableReference};
-use datafusion_expr::planner::{ContextProvider, ExprPlanner};
+use datafusion_expr::planner::{ContextProvider, ExprPlanner, TypePlanner};
 use datafusion_expr::{
     AggregateUDF, ColumnarValue, HigherOrderUDF, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     TableSource, Volatility, WindowUDF,
 };
+use datafusion_sql::sqlparser::ast as sp;
 use rsql_common::catalog::ObjectPath;
 use rsql_common::options::did_you_mean;
 use rsql_runtime::clock::{wall_clock, Clock};
@@ -239,7 +240,40 @@ pub struct Provider<'a> {
     pub windows: HashMap<String, Arc<WindowTvf>>,
 }
 
+/// Flink type names that DataFusion's SQL planner does not know, where a query names a type
+/// (`CAST(x AS TIMESTAMP_LTZ(3))`, `CAST(s AS BYTES)`): `TIMESTAMP_LTZ(p)`, `BYTES`,
+/// `BINARY(n)`, `VARBINARY(n)`, `TIME(p)`, `TIMESTAMP(p)` of any precision, `CHARACTER
+/// VARYING(n)` and `DEC(p, s)` are read as a table definition reads them. The other types keep
+/// DataFusion's reading.
+#[derive(Debug)]
+struct FlinkTypes;
+
+impl TypePlanner for FlinkTypes {
+    fn plan_type_field(&self, t: &sp::DataType) -> datafusion_common::Result<Option<FieldRef>> {
+        use sp::DataType as T;
+        let flink_only = match t {
+            T::Custom(..) | T::Bytes(_) | T::Binary(_) | T::Varbinary(_) | T::Time(Some(_), _) | T::CharacterVarying(_) | T::Dec(_) => true,
+            T::Timestamp(Some(p), _) => ![0, 3, 6, 9].contains(p),
+            _ => false,
+        };
+        if !flink_only {
+            return Ok(None);
+        }
+        let text = t.to_string();
+        let dialect = rsql_sql::FlinkDialect;
+        let ty = datafusion_sql::sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&text)
+            .and_then(|mut p| rsql_sql::types::parse_type(&mut p))
+            .map_err(|e| DataFusionError::Plan(format!("type {text}: {e}")))?;
+        Ok(Some(Arc::new(Field::new("", ty.to_arrow(), true))))
+    }
+}
+
 impl ContextProvider for Provider<'_> {
+    fn get_type_planner(&self) -> Option<Arc<dyn TypePlanner>> {
+        Some(Arc::new(FlinkTypes))
+    }
+
     fn get_table_source(&self, name: TableReference) -> datafusion_common::Result<Arc<dyn TableSource>> {
         let parts: Vec<String> = match &name {
             TableReference::Bare { table } => vec![table.to_string()],
