@@ -144,5 +144,5 @@ fn a_sink_writes_timestamp_and_headers_metadata_with_several_writers() {
     assert!(flat.contains("| 7 | 2023-11-14") && flat.contains("22:13:20.123"), "{out}");
     assert!(flat.contains("| 2 | 0 |"), "{out}");
     // Row 8 (timestamp and headers NULL): no headers, and the producer's time.
-    assert!(flat.contains("| 8 | 0 | true |"), "{out}");
+    assert!(flat.contains("| 8 | 0 | TRUE |"), "{out}");
 }

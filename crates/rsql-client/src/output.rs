@@ -7,7 +7,8 @@ use std::io::Write;
 use std::fmt::Write as _;
 
 use rsql_common::arrow::array::{Array, AsArray};
-use rsql_common::arrow::datatypes::{DataType, SchemaRef};
+use rsql_common::arrow::datatypes::{DataType, Float32Type, Float64Type, SchemaRef};
+use rsql_connectors::formats::{java_double_to_string, java_float_to_string};
 use rsql_common::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rsql_common::{ChangeBatch, RowKind};
 
@@ -51,6 +52,30 @@ fn display_options() -> FormatOptions<'static> {
     FormatOptions::default().with_timestamp_format(Some(TIMESTAMP)).with_timestamp_tz_format(Some(TIMESTAMP))
 }
 
+/// BOOLEAN, FLOAT, DOUBLE and BYTES values as Flink casts them to STRING for its client: `TRUE`,
+/// Java's float and double text (`1.0E10`), `x'6162'`. None for the other types.
+fn flink_scalar(arr: &dyn Array, i: usize) -> Option<String> {
+    Some(match arr.data_type() {
+        DataType::Boolean => (if arr.as_boolean().value(i) { "TRUE" } else { "FALSE" }).to_string(),
+        DataType::Float32 => java_float_to_string(arr.as_primitive::<Float32Type>().value(i)),
+        DataType::Float64 => java_double_to_string(arr.as_primitive::<Float64Type>().value(i)),
+        DataType::Binary => hex_literal(arr.as_binary::<i32>().value(i)),
+        DataType::LargeBinary => hex_literal(arr.as_binary::<i64>().value(i)),
+        DataType::BinaryView => hex_literal(arr.as_binary_view().value(i)),
+        _ => return None,
+    })
+}
+
+fn hex_literal(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2 + 3);
+    s.push_str("x'");
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s.push('\'');
+    s
+}
+
 /// Formats every row of a batch as strings (NULL as `<NULL>`, as Flink's client shows it).
 /// ARRAY, MAP and ROW values render as Flink casts them to STRING: `[a, b]`, `{k=1, j=null}`,
 /// `(1, x)`, with `null` for a NULL inside.
@@ -68,7 +93,7 @@ pub fn rows_of(batch: &ChangeBatch) -> Vec<Vec<String>> {
                         write_nested(&mut s, c.as_ref(), i);
                         s
                     }
-                    Ok(f) => f.value(i).to_string(),
+                    Ok(f) => flink_scalar(c.as_ref(), i).unwrap_or_else(|| f.value(i).to_string()),
                     Err(_) => "?".to_string(),
                 })
                 .collect()
@@ -123,11 +148,12 @@ fn write_nested(out: &mut String, arr: &dyn Array, i: usize) {
             }
             out.push(')');
         }
-        _ => match ArrayFormatter::try_new(arr, &display_options()) {
-            Ok(f) => {
+        _ => match (flink_scalar(arr, i), ArrayFormatter::try_new(arr, &display_options())) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Ok(f)) => {
                 let _ = write!(out, "{}", f.value(i));
             }
-            Err(_) => out.push('?'),
+            (None, Err(_)) => out.push('?'),
         },
     }
 }
@@ -332,6 +358,23 @@ mod tests {
         assert_eq!(rows[1][1], "<NULL>");
         assert_eq!(rows[1][2], "(null, null)");
         assert!(rows[1][0].starts_with("[v0, v1, v2"));
+    }
+
+    // Flink 2.3's client shows TRUE, x'6162', 1.0E10, 1.23456789125E8 and 1.5 for these values.
+    #[test]
+    fn scalars_render_as_flink_casts_them_to_string() {
+        use rsql_common::arrow::array::{ArrayRef, BinaryArray, BooleanArray, Float64Array};
+        use std::sync::Arc;
+        let b: ArrayRef = Arc::new(BooleanArray::from(vec![true, false]));
+        let y: ArrayRef = Arc::new(BinaryArray::from(vec![&b"ab"[..], &[][..]]));
+        let d: ArrayRef = Arc::new(Float64Array::from(vec![1e10, 123456789.125]));
+        let d2: ArrayRef = Arc::new(Float64Array::from(vec![1.5, 1e-4]));
+        let cells: Vec<Option<String>> = [(&b, 0), (&b, 1), (&y, 0), (&y, 1), (&d, 0), (&d, 1), (&d2, 0), (&d2, 1)]
+            .iter()
+            .map(|(a, i)| flink_scalar(a.as_ref(), *i))
+            .collect();
+        let want = ["TRUE", "FALSE", "x'6162'", "x''", "1.0E10", "1.23456789125E8", "1.5", "1.0E-4"];
+        assert_eq!(cells, want.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>());
     }
 
     #[test]
