@@ -747,6 +747,17 @@ impl RowsBuilder {
         Ok(())
     }
 
+    /// Drops every row after the first `rows`, committed or not: a message of several rows that
+    /// failed after some of them were committed.
+    pub fn rollback_to(&mut self, rows: usize) -> Result<()> {
+        let rows = rows.min(self.rows);
+        for c in &mut self.columns {
+            c.truncate(rows)?;
+        }
+        self.rows = rows;
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.rows
     }

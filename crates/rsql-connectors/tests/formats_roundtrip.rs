@@ -508,3 +508,60 @@ fn json_rolls_back_a_message_that_fails_halfway() {
         ]
     );
 }
+
+#[test]
+fn changelog_formats_fill_columns_as_rows_of_values_would() {
+    let c = people();
+    let cases: [(&str, Vec<&[u8]>); 3] = [
+        (
+            "debezium-json",
+            vec![
+                br#"{"op":"u","before":{"id":1,"name":"a","weight":1.5},"after":{"id":1,"name":"b","weight":2}}"#,
+                br#"{"op":"u","before":{"id":1,"name":"a","weight":1.5},"after":{"id":1,"name":"b","weight":"heavy"}}"#,
+                br#"{"op":"u","before":null,"after":{"id":1,"name":"b","weight":2}}"#,
+                br#"{"op":"d","before":{"id":2,"name":"c","weight":3}}"#,
+                br#"{"op":"x"}"#,
+                br#"{"payload":{"op":"c","after":{"id":3,"name":"d","weight":4}}}"#,
+            ],
+        ),
+        (
+            "canal-json",
+            vec![
+                br#"{"data":[{"id":"1","name":"new","weight":"2.5"},{"id":"2","name":"x","weight":"1"}],"old":[{"name":"old"},{"weight":"0.5"}],"type":"UPDATE"}"#,
+                // The second row fails after the first pair was appended: nothing of the message stays.
+                br#"{"data":[{"id":"3","name":"y","weight":"1"},{"id":"4","name":"z","weight":"w"}],"type":"INSERT"}"#,
+                br#"{"data":[{"id":"5","name":"q","weight":"1"}],"old":[],"type":"UPDATE"}"#,
+                br#"{"data":[{"id":"6","name":"r","weight":"2"}],"type":"DELETE"}"#,
+            ],
+        ),
+        (
+            "maxwell-json",
+            vec![
+                br#"{"type":"update","data":{"id":1,"name":"new","weight":2.0},"old":{"name":"old"}}"#,
+                br#"{"type":"update","data":{"id":1,"name":"new","weight":2.0}}"#,
+                br#"{"type":"update","data":{"id":1,"name":"new","weight":2.0},"old":{"weight":"w"}}"#,
+                br#"{"type":"insert","data":{"id":7,"name":"s","weight":3}}"#,
+            ],
+        ),
+    ];
+    for (format, messages) in cases {
+        for ignore in [true, false] {
+            let t = table(&[(&format!("{format}.ignore-parse-errors") as &str, if ignore { "true" } else { "false" })]);
+            let mut direct = formats::create_decoder(format, &c, &t, "").unwrap();
+            let mut by_row = formats::create_decoder(format, &c, &t, "").unwrap();
+            let (mut a, mut b) = (DecodedRows::new(&c, 4).unwrap(), DecodedRows::new(&c, 4).unwrap());
+            for m in &messages {
+                let x = direct.decode(m, &mut a).map_err(|e| e.to_string());
+                let y = by_row.decode_with(m, &mut |kind, values| b.push(kind, values)).map_err(|e| e.to_string());
+                assert_eq!(x, y, "{format}: {}", String::from_utf8_lossy(m));
+            }
+            assert_eq!(direct.skipped(), by_row.skipped(), "{format}");
+            assert!(!ignore || direct.skipped() >= 1, "{format}");
+            let (ra, rb) = (rows_of(&mut a), rows_of(&mut b));
+            assert_eq!(ra, rb, "{format}");
+            if format == "canal-json" {
+                assert!(ra.iter().all(|(_, r)| !matches!(r[0], Datum::Int(3 | 4))), "a failed message left rows: {ra:?}");
+            }
+        }
+    }
+}

@@ -9,10 +9,35 @@ use rsql_common::builder::Datum;
 use rsql_common::types::LogicalType;
 use rsql_common::{Result, RowKind, RsqlError};
 
-use super::json::{check_json_types, field_prefixes, parse, write_object, JVal, JsonWriteOptions, ObjectReader};
-use super::{FormatOpts, RowDecoder, RowEncoder};
+use super::json::{check_json_types, field_prefixes, parse, write_object, FieldError, JVal, JsonWriteOptions, ObjectReader};
+use super::{CompleteRow, DecodedRows, FormatOpts, RowDecoder, RowEncoder};
 
-type Rows = Vec<(RowKind, Vec<Datum>)>;
+/// One row of a changelog message: its kind, the object holding its fields, the object that
+/// supplies the fields it lacks (canal's and maxwell's `old` holds only what an update changed,
+/// the rest is in `data`), and what errors call it.
+struct Part<'v, 'a> {
+    kind: RowKind,
+    obj: &'v JVal<'a>,
+    fallback: Option<&'v JVal<'a>>,
+    what: &'static str,
+    /// Appended to a conversion error of this row.
+    hint: &'static str,
+}
+
+impl<'v, 'a> Part<'v, 'a> {
+    /// A row read from the `what` field of a message, which must be an object.
+    fn of(kind: RowKind, v: Option<&'v JVal<'a>>, what: &'static str) -> std::result::Result<Self, String> {
+        match v {
+            Some(o @ JVal::Obj(_)) => Ok(Part { kind, obj: o, fallback: None, what, hint: "" }),
+            Some(JVal::Null) | None => Err(format!("the \"{what}\" field is missing or null")),
+            Some(_) => Err(format!("the \"{what}\" field is not a JSON object")),
+        }
+    }
+
+    fn error(&self, e: &str) -> String {
+        format!("\"{}\": {e}{}", self.what, self.hint)
+    }
+}
 
 /// What the three decoders share: the row reader, error handling and counting.
 struct Common {
@@ -20,15 +45,10 @@ struct Common {
     reader: ObjectReader,
     ignore_parse_errors: bool,
     skipped: u64,
-}
-
-/// Parses a changelog message and turns its envelope into rows; `None` for an empty message.
-fn envelope_rows(bytes: &[u8], rows: impl FnOnce(&JVal<'_>) -> std::result::Result<Rows, String>) -> Option<std::result::Result<Rows, String>> {
-    match parse(bytes) {
-        Ok(None) => None,
-        Ok(Some(root)) => Some(rows(&root)),
-        Err(e) => Some(Err(format!("malformed JSON: {e}"))),
-    }
+    /// Scratch for [`ObjectReader::append`].
+    slots: Vec<usize>,
+    /// Column `i` to column `i`: decoding into a batch of the decoder's own columns.
+    identity: Vec<Option<usize>>,
 }
 
 impl Common {
@@ -39,14 +59,36 @@ impl Common {
             reader: ObjectReader::new(columns, false),
             ignore_parse_errors: fo.bool("ignore-parse-errors", false)?,
             skipped: 0,
+            slots: Vec::with_capacity(columns.len()),
+            identity: (0..columns.len()).map(Some).collect(),
         })
     }
 
-    fn finish(
+    /// A message that does not decode: skipped and counted with `ignore-parse-errors`, else an
+    /// error.
+    fn bad(&mut self, e: String) -> Result<()> {
+        if self.ignore_parse_errors {
+            self.skipped += 1;
+            return Ok(());
+        }
+        Err(RsqlError::data(self.format, format!("{e}; set '{}.ignore-parse-errors' = 'true' to skip such messages", self.format)))
+    }
+
+    /// Decodes a message through rows of values: every row is read before any is handed on.
+    fn decode_with<'m>(
         &mut self,
-        rows: std::result::Result<Rows, String>,
+        bytes: &'m [u8],
+        plan: impl for<'v> FnOnce(&'v JVal<'m>) -> std::result::Result<Vec<Part<'v, 'm>>, String>,
         emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>,
     ) -> Result<()> {
+        let root = match parse(bytes) {
+            Ok(None) => return Ok(()),
+            Ok(Some(root)) => root,
+            Err(e) => return self.bad(format!("malformed JSON: {e}")),
+        };
+        let rows: std::result::Result<Vec<(RowKind, Vec<Datum>)>, String> = plan(&root).and_then(|parts| {
+            parts.iter().map(|p| self.reader.read(p.obj, p.fallback).map(|r| (p.kind, r)).map_err(|e| p.error(&e))).collect()
+        });
         match rows {
             Ok(rows) => {
                 for (k, r) in rows {
@@ -54,23 +96,47 @@ impl Common {
                 }
                 Ok(())
             }
-            Err(_) if self.ignore_parse_errors => {
-                self.skipped += 1;
-                Ok(())
-            }
-            Err(e) => Err(RsqlError::data(
-                self.format,
-                format!("{e}; set '{}.ignore-parse-errors' = 'true' to skip such messages", self.format),
-            )),
+            Err(e) => self.bad(e),
         }
     }
 
-    fn row(&self, v: Option<&JVal<'_>>, what: &str) -> std::result::Result<Vec<Datum>, String> {
-        match v {
-            Some(o @ JVal::Obj(_)) => self.reader.read(o, None).map_err(|e| format!("\"{what}\": {e}")),
-            Some(JVal::Null) | None => Err(format!("the \"{what}\" field is missing or null")),
-            Some(_) => Err(format!("the \"{what}\" field is not a JSON object")),
+    /// Decodes a message field by field into the columns of `out`; a message that fails leaves
+    /// none of its rows behind.
+    fn decode_columns<'m>(
+        &mut self,
+        bytes: &'m [u8],
+        plan: impl for<'v> FnOnce(&'v JVal<'m>) -> std::result::Result<Vec<Part<'v, 'm>>, String>,
+        targets: &[Option<usize>],
+        out: &mut DecodedRows,
+        complete: &mut CompleteRow<'_>,
+    ) -> Result<()> {
+        let root = match parse(bytes) {
+            Ok(None) => return Ok(()),
+            Ok(Some(root)) => root,
+            Err(e) => return self.bad(format!("malformed JSON: {e}")),
+        };
+        let parts = match plan(&root) {
+            Ok(parts) => parts,
+            Err(e) => return self.bad(e),
+        };
+        let start = out.len();
+        for p in &parts {
+            let r = match self.reader.append(p.obj, p.fallback, targets, out, &mut self.slots) {
+                Ok(()) => complete(out, p.kind),
+                Err(FieldError::Parse(e)) => {
+                    out.rollback()?;
+                    out.rollback_to(start)?;
+                    return self.bad(p.error(&e));
+                }
+                Err(FieldError::Store(e)) => Err(e),
+            };
+            if let Err(e) = r {
+                out.rollback()?;
+                out.rollback_to(start)?;
+                return Err(e);
+            }
         }
+        Ok(())
     }
 }
 
@@ -90,10 +156,10 @@ impl DebeziumJsonDecoder {
         })
     }
 
-    fn rows(&self, root: &JVal<'_>) -> std::result::Result<Rows, String> {
+    fn plan<'v, 'a>(schema_include: bool, root: &'v JVal<'a>) -> std::result::Result<Vec<Part<'v, 'a>>, String> {
         let payload = match root.get("payload") {
-            Some(p @ JVal::Obj(_)) if self.schema_include || root.get("op").is_none() => p,
-            _ if self.schema_include => {
+            Some(p @ JVal::Obj(_)) if schema_include || root.get("op").is_none() => p,
+            _ if schema_include => {
                 return Err("'debezium-json.schema-include' is true but the message has no \"payload\" object".into())
             }
             _ => root,
@@ -103,28 +169,37 @@ impl DebeziumJsonDecoder {
             Some(_) => return Err("the \"op\" field is not a string".into()),
             None => return Err("the message has no \"op\" field; is it a Debezium change event?".into()),
         };
-        let c = &self.common;
         Ok(match op {
-            "c" | "r" => vec![(RowKind::Insert, c.row(payload.get("after"), "after")?)],
+            "c" | "r" => vec![Part::of(RowKind::Insert, payload.get("after"), "after")?],
             "u" => {
-                let before = c.row(payload.get("before"), "before").map_err(|e| {
-                    format!("{e} in an update; the source database must log full before images (for Postgres: REPLICA IDENTITY FULL)")
-                })?;
-                let after = c.row(payload.get("after"), "after")?;
-                vec![(RowKind::UpdateBefore, before), (RowKind::UpdateAfter, after)]
+                let mut before =
+                    Part::of(RowKind::UpdateBefore, payload.get("before"), "before").map_err(|e| format!("{e}{FULL_BEFORE_IMAGES}"))?;
+                before.hint = FULL_BEFORE_IMAGES;
+                vec![before, Part::of(RowKind::UpdateAfter, payload.get("after"), "after")?]
             }
-            "d" => vec![(RowKind::Delete, c.row(payload.get("before"), "before")?)],
+            "d" => vec![Part::of(RowKind::Delete, payload.get("before"), "before")?],
             other => return Err(format!("unknown \"op\" value \"{other}\"")),
         })
     }
 }
 
+/// Why an update's before image is missing or incomplete, most of the time.
+const FULL_BEFORE_IMAGES: &str = " in an update; the source database must log full before images (for Postgres: REPLICA IDENTITY FULL)";
+
 impl RowDecoder for DebeziumJsonDecoder {
+    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
+        let identity = std::mem::take(&mut self.common.identity);
+        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
+        self.common.identity = identity;
+        r
+    }
+
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
-        match envelope_rows(bytes, |root| self.rows(root)) {
-            None => Ok(()),
-            Some(rows) => self.common.finish(rows, emit),
-        }
+        self.common.decode_with(bytes, |root| Self::plan(self.schema_include, root), emit)
+    }
+
+    fn decode_columns(&mut self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows, complete: &mut CompleteRow<'_>) -> Result<()> {
+        self.common.decode_columns(bytes, |root| Self::plan(self.schema_include, root), targets, out, complete)
     }
 
     fn skipped(&self) -> u64 {
@@ -159,8 +234,12 @@ impl CanalJsonDecoder {
         })
     }
 
-    fn rows(&self, root: &JVal<'_>) -> std::result::Result<Rows, String> {
-        for (field, re) in [("database", &self.database), ("table", &self.table)] {
+    fn plan<'v, 'a>(
+        database: &Option<Regex>,
+        table: &Option<Regex>,
+        root: &'v JVal<'a>,
+    ) -> std::result::Result<Vec<Part<'v, 'a>>, String> {
+        for (field, re) in [("database", database), ("table", table)] {
             if let Some(re) = re {
                 let v = root.get(field).and_then(JVal::as_str).unwrap_or("");
                 if !re.is_match(v) {
@@ -180,17 +259,16 @@ impl CanalJsonDecoder {
             Some(JVal::Null) | None => &[],
             Some(_) => return Err("the \"data\" field is not an array".into()),
         };
-        let c = &self.common;
-        let mut rows = Vec::new();
+        let mut parts = Vec::new();
         match ty {
             "INSERT" => {
                 for d in data {
-                    rows.push((RowKind::Insert, c.row(Some(d), "data")?));
+                    parts.push(Part::of(RowKind::Insert, Some(d), "data")?);
                 }
             }
             "DELETE" => {
                 for d in data {
-                    rows.push((RowKind::Delete, c.row(Some(d), "data")?));
+                    parts.push(Part::of(RowKind::Delete, Some(d), "data")?);
                 }
             }
             "UPDATE" => {
@@ -199,28 +277,36 @@ impl CanalJsonDecoder {
                     _ => return Err("an UPDATE message needs an \"old\" array".into()),
                 };
                 for (i, d) in data.iter().enumerate() {
-                    let after = c.row(Some(d), "data")?;
+                    let after = Part::of(RowKind::UpdateAfter, Some(d), "data")?;
                     let before = match old.get(i) {
-                        Some(o @ JVal::Obj(_)) => c.reader.read(o, Some(&after)).map_err(|e| format!("\"old\": {e}"))?,
+                        Some(o @ JVal::Obj(_)) => Part { kind: RowKind::UpdateBefore, obj: o, fallback: Some(d), what: "old", hint: "" },
                         _ => return Err(format!("the \"old\" array has no object for data row {i}")),
                     };
-                    rows.push((RowKind::UpdateBefore, before));
-                    rows.push((RowKind::UpdateAfter, after));
+                    parts.push(before);
+                    parts.push(after);
                 }
             }
             "CREATE" | "ALTER" | "ERASE" | "QUERY" | "TRUNCATE" | "RENAME" | "CINDEX" | "DINDEX" => {}
             other => return Err(format!("unknown \"type\" value \"{other}\"")),
         }
-        Ok(rows)
+        Ok(parts)
     }
 }
 
 impl RowDecoder for CanalJsonDecoder {
+    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
+        let identity = std::mem::take(&mut self.common.identity);
+        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
+        self.common.identity = identity;
+        r
+    }
+
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
-        match envelope_rows(bytes, |root| self.rows(root)) {
-            None => Ok(()),
-            Some(rows) => self.common.finish(rows, emit),
-        }
+        self.common.decode_with(bytes, |root| Self::plan(&self.database, &self.table, root), emit)
+    }
+
+    fn decode_columns(&mut self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows, complete: &mut CompleteRow<'_>) -> Result<()> {
+        self.common.decode_columns(bytes, |root| Self::plan(&self.database, &self.table, root), targets, out, complete)
     }
 
     fn skipped(&self) -> u64 {
@@ -239,22 +325,21 @@ impl MaxwellJsonDecoder {
         Ok(MaxwellJsonDecoder { common: Common::new("maxwell-json", columns, fo)? })
     }
 
-    fn rows(&self, root: &JVal<'_>) -> std::result::Result<Rows, String> {
+    fn plan<'v, 'a>(root: &'v JVal<'a>) -> std::result::Result<Vec<Part<'v, 'a>>, String> {
         let ty = match root.get("type") {
             Some(JVal::Str(s)) => s.as_ref(),
             _ => return Err("the message has no string \"type\" field; is it a Maxwell message?".into()),
         };
-        let c = &self.common;
         Ok(match ty {
-            "insert" => vec![(RowKind::Insert, c.row(root.get("data"), "data")?)],
-            "delete" => vec![(RowKind::Delete, c.row(root.get("data"), "data")?)],
+            "insert" => vec![Part::of(RowKind::Insert, root.get("data"), "data")?],
+            "delete" => vec![Part::of(RowKind::Delete, root.get("data"), "data")?],
             "update" => {
-                let after = c.row(root.get("data"), "data")?;
+                let after = Part::of(RowKind::UpdateAfter, root.get("data"), "data")?;
                 let before = match root.get("old") {
-                    Some(o @ JVal::Obj(_)) => c.reader.read(o, Some(&after)).map_err(|e| format!("\"old\": {e}"))?,
-                    _ => after.clone(),
+                    Some(o @ JVal::Obj(_)) => Part { kind: RowKind::UpdateBefore, obj: o, fallback: Some(after.obj), what: "old", hint: "" },
+                    _ => Part { kind: RowKind::UpdateBefore, ..after },
                 };
-                vec![(RowKind::UpdateBefore, before), (RowKind::UpdateAfter, after)]
+                vec![before, after]
             }
             other => return Err(format!("unknown \"type\" value \"{other}\"")),
         })
@@ -262,11 +347,19 @@ impl MaxwellJsonDecoder {
 }
 
 impl RowDecoder for MaxwellJsonDecoder {
+    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
+        let identity = std::mem::take(&mut self.common.identity);
+        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
+        self.common.identity = identity;
+        r
+    }
+
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
-        match envelope_rows(bytes, |root| self.rows(root)) {
-            None => Ok(()),
-            Some(rows) => self.common.finish(rows, emit),
-        }
+        self.common.decode_with(bytes, |root| Self::plan(root), emit)
+    }
+
+    fn decode_columns(&mut self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows, complete: &mut CompleteRow<'_>) -> Result<()> {
+        self.common.decode_columns(bytes, |root| Self::plan(root), targets, out, complete)
     }
 
     fn skipped(&self) -> u64 {

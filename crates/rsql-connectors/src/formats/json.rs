@@ -33,6 +33,14 @@ pub(crate) enum JVal<'a> {
 }
 
 impl<'a> JVal<'a> {
+    /// The fields of an object; None for another kind of value.
+    pub(crate) fn fields(&self) -> Option<&[(Cow<'a, str>, JVal<'a>)]> {
+        match self {
+            JVal::Obj(f) => Some(f),
+            _ => None,
+        }
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<&JVal<'a>> {
         match self {
             JVal::Obj(fields) => fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
@@ -548,6 +556,9 @@ fn nested_part(path: &str, ty: &LogicalType, v: &JVal<'_>, fail_on_missing: bool
     Ok(d)
 }
 
+/// Marks a slot of [`ObjectReader::append`] that points into the fallback object.
+const FROM_FALLBACK: usize = 1 << (usize::BITS - 1);
+
 /// Reads the columns of one JSON object, matched by field name.
 pub(crate) struct ObjectReader {
     columns: Vec<(String, LogicalType)>,
@@ -561,28 +572,25 @@ impl ObjectReader {
         ObjectReader { columns: columns.to_vec(), index, fail_on_missing_field }
     }
 
-    /// The row in `obj`; `base` (for changelog formats: the row after an update) supplies fields
-    /// that `obj` does not have.
-    pub(crate) fn read(&self, obj: &JVal<'_>, base: Option<&[Datum]>) -> std::result::Result<Vec<Datum>, String> {
+    /// The row in `obj`; `fallback` (for changelog formats: the row after an update, under the
+    /// fields an update changed) supplies fields that `obj` does not have.
+    pub(crate) fn read<'v, 'a>(&self, obj: &'v JVal<'a>, fallback: Option<&'v JVal<'a>>) -> std::result::Result<Vec<Datum>, String> {
         let fields = match obj {
             JVal::Obj(f) => f,
             other => return Err(format!("expected a JSON object but found {}", other.kind())),
         };
-        let mut slots: Vec<Option<&JVal<'_>>> = vec![None; self.columns.len()];
-        for (k, v) in fields {
+        let mut slots: Vec<Option<&'v JVal<'a>>> = vec![None; self.columns.len()];
+        for (k, v) in fallback.and_then(JVal::fields).unwrap_or(&[]).iter().chain(fields) {
             if let Some(&i) = self.index.get(k.as_ref()) {
                 slots[i] = Some(v);
             }
         }
         let mut row = Vec::with_capacity(self.columns.len());
-        for (i, ((name, ty), slot)) in self.columns.iter().zip(slots).enumerate() {
+        for ((name, ty), slot) in self.columns.iter().zip(slots) {
             match slot {
                 Some(v) => row.push(to_datum(name, ty, v, self.fail_on_missing_field)?),
-                None => match base {
-                    Some(b) => row.push(b.get(i).cloned().unwrap_or(Datum::Null)),
-                    None if self.fail_on_missing_field => return Err(format!("could not find field with name '{name}'")),
-                    None => row.push(Datum::Null),
-                },
+                None if self.fail_on_missing_field => return Err(format!("could not find field with name '{name}'")),
+                None => row.push(Datum::Null),
             }
         }
         Ok(row)
@@ -590,7 +598,7 @@ impl ObjectReader {
 }
 
 /// Why a field could not be appended to its column.
-enum FieldError {
+pub(crate) enum FieldError {
     /// The input does not fit the column (skipped with `ignore-parse-errors`).
     Parse(String),
     /// The column refused the value (a NULL in a NOT NULL column).
@@ -599,12 +607,14 @@ enum FieldError {
 
 impl ObjectReader {
     /// Appends the fields of `obj` straight into the columns of `out` that `targets` names
-    /// (column `i` of the reader to `targets[i]`, None: read but not kept), in column order.
+    /// (column `i` of the reader to `targets[i]`, None: read but not kept), in column order;
+    /// `fallback` supplies the fields `obj` lacks (see [`ObjectReader::read`]).
     /// On error some columns may hold the row's first values: the caller rolls them back.
     /// `slots` is scratch space kept by the caller between messages.
-    fn append(
+    pub(crate) fn append<'v, 'a>(
         &self,
-        obj: &JVal<'_>,
+        obj: &'v JVal<'a>,
+        fallback: Option<&'v JVal<'a>>,
         targets: &[Option<usize>],
         out: &mut DecodedRows,
         slots: &mut Vec<usize>,
@@ -613,9 +623,16 @@ impl ObjectReader {
             JVal::Obj(f) => f,
             other => return Err(FieldError::Parse(format!("expected a JSON object but found {}", other.kind()))),
         };
-        // Column -> index of its field in `fields` (the last one when a name repeats).
+        let spare: &'v [(Cow<'a, str>, JVal<'a>)] = fallback.and_then(JVal::fields).unwrap_or(&[]);
+        // Column -> index of its field in `fields` (the last one when a name repeats), or in
+        // `spare` with the FROM_FALLBACK bit.
         slots.clear();
         slots.resize(self.columns.len(), usize::MAX);
+        for (j, (k, _)) in spare.iter().enumerate() {
+            if let Some(&i) = self.index.get(k.as_ref()) {
+                slots[i] = j | FROM_FALLBACK;
+            }
+        }
         for (j, (k, _)) in fields.iter().enumerate() {
             // Fields usually come in column order: compare with that column before hashing.
             let i = match self.columns.get(j) {
@@ -627,7 +644,11 @@ impl ObjectReader {
             }
         }
         for (((name, ty), &slot), target) in self.columns.iter().zip(slots.iter()).zip(targets) {
-            let slot = fields.get(slot).map(|(_, v)| v);
+            let slot = match slot {
+                usize::MAX => None,
+                s if s & FROM_FALLBACK != 0 => spare.get(s & !FROM_FALLBACK).map(|(_, v)| v),
+                s => fields.get(s).map(|(_, v)| v),
+            };
             match (slot, target) {
                 (None, _) if self.fail_on_missing_field => {
                     return Err(FieldError::Parse(format!("could not find field with name '{name}'")))
@@ -771,7 +792,7 @@ impl RowDecoder for JsonDecoder {
     ) -> Result<()> {
         let appended = match parse(bytes) {
             Ok(None) => return Ok(()),
-            Ok(Some(v)) => self.reader.append(&v, targets, out, &mut self.slots),
+            Ok(Some(v)) => self.reader.append(&v, None, targets, out, &mut self.slots),
             Err(e) => Err(FieldError::Parse(format!("malformed JSON: {e}"))),
         };
         let r = match appended {

@@ -199,6 +199,13 @@ impl DecodedRows {
         self.builder.rollback_row()
     }
 
+    /// Drops every row after the first `rows` (see [`DecodedRows::len`]), committed or not.
+    pub fn rollback_to(&mut self, rows: usize) -> Result<()> {
+        self.builder.rollback_to(rows)?;
+        self.kinds.truncate(rows);
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.kinds.len()
     }
