@@ -565,3 +565,37 @@ fn changelog_formats_fill_columns_as_rows_of_values_would() {
         }
     }
 }
+
+#[test]
+fn csv_and_raw_fill_columns_as_rows_of_values_would() {
+    let c = people();
+    let messages: Vec<&[u8]> = vec![b"1,ann,2.5\n", b"2,\"b,o\"\"b\",3", b"", b"# note", b"x,bad,1", b"3,cy", b"4,d,1,extra", b"5,e,w"];
+    for ignore in [true, false] {
+        let mut opts = vec![("csv.allow-comments", "true")];
+        if ignore {
+            opts.push(("csv.ignore-parse-errors", "true"));
+        }
+        let t = table(&opts);
+        let mut direct = formats::create_decoder("csv", &c, &t, "").unwrap();
+        let mut by_row = formats::create_decoder("csv", &c, &t, "").unwrap();
+        let (mut a, mut b) = (DecodedRows::new(&c, 4).unwrap(), DecodedRows::new(&c, 4).unwrap());
+        for m in &messages {
+            let x = direct.decode(m, &mut a).map_err(|e| e.to_string());
+            let y = by_row.decode_with(m, &mut |kind, values| b.push(kind, values)).map_err(|e| e.to_string());
+            assert_eq!(x, y, "{}", String::from_utf8_lossy(m));
+        }
+        assert_eq!(direct.skipped(), by_row.skipped());
+        assert_eq!(direct.skipped(), if ignore { 3 } else { 0 });
+        let rows = rows_of(&mut a);
+        assert_eq!(rows, rows_of(&mut b));
+        assert_eq!(rows.len(), 3, "{rows:?}");
+    }
+
+    let one = cols(&[("v", FlinkType::Varchar(MAX_LENGTH))]);
+    let mut raw = formats::create_decoder("raw", &one, &table(&[]), "").unwrap();
+    let mut out = DecodedRows::new(&one, 2).unwrap();
+    raw.decode(b"hello", &mut out).unwrap();
+    assert!(raw.decode(&[0xff, 0xfe], &mut out).is_err());
+    raw.decode(b"world", &mut out).unwrap();
+    assert_eq!(rows_of(&mut out), vec![(RowKind::Insert, vec![s("hello")]), (RowKind::Insert, vec![s("world")])]);
+}

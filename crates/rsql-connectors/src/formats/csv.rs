@@ -18,7 +18,7 @@ use rsql_common::{Result, RowKind, RsqlError};
 
 use super::json::timestamp_micros;
 use super::text::*;
-use super::{FormatOpts, RowDecoder, RowEncoder};
+use super::{CompleteRow, DecodedRows, FormatOpts, RowDecoder, RowEncoder};
 
 /// The shape of the CSV text: delimiter, quoting, escaping, comments.
 #[derive(Clone, Debug)]
@@ -236,6 +236,16 @@ pub struct CsvDecoder {
     dialect: CsvDialect,
     ignore_parse_errors: bool,
     skipped: u64,
+    /// Column `i` to column `i`: decoding into a batch of the decoder's own columns.
+    identity: Vec<Option<usize>>,
+}
+
+/// Why a record could not be appended.
+enum RecordError {
+    /// The record does not parse (skipped with `ignore-parse-errors`).
+    Parse(String),
+    /// A column refused a value (a NULL in a NOT NULL column).
+    Store(RsqlError),
 }
 
 impl CsvDecoder {
@@ -246,10 +256,12 @@ impl CsvDecoder {
             dialect: CsvDialect::from_opts(fo)?,
             ignore_parse_errors: fo.bool("ignore-parse-errors", false)?,
             skipped: 0,
+            identity: (0..columns.len()).map(Some).collect(),
         })
     }
 
-    fn row(&self, bytes: &[u8]) -> std::result::Result<Option<Vec<Datum>>, String> {
+    /// The record's fields, None for a blank line or a comment.
+    fn fields<'b>(&self, bytes: &'b [u8]) -> std::result::Result<Option<Vec<Cow<'b, [u8]>>>, String> {
         let trimmed_end = bytes.strip_suffix(b"\n").map(|l| l.strip_suffix(b"\r").unwrap_or(l)).unwrap_or(bytes);
         if trimmed_end.is_empty() {
             return Ok(None);
@@ -261,6 +273,11 @@ impl CsvDecoder {
         if fields.len() > self.columns.len() {
             return Err(format!("the record has {} fields but the table has {} columns", fields.len(), self.columns.len()));
         }
+        Ok(Some(fields))
+    }
+
+    fn row(&self, bytes: &[u8]) -> std::result::Result<Option<Vec<Datum>>, String> {
+        let Some(fields) = self.fields(bytes)? else { return Ok(None) };
         let mut row = Vec::with_capacity(self.columns.len());
         for (i, (name, ty)) in self.columns.iter().enumerate() {
             match fields.get(i) {
@@ -269,6 +286,21 @@ impl CsvDecoder {
             }
         }
         Ok(Some(row))
+    }
+
+    /// Appends the record's fields straight into the columns `targets` names; false for a blank
+    /// line or a comment. On error some columns may hold the record's first values.
+    fn append(&self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows) -> std::result::Result<bool, RecordError> {
+        let Some(fields) = self.fields(bytes).map_err(RecordError::Parse)? else { return Ok(false) };
+        for (i, ((name, ty), target)) in self.columns.iter().zip(targets).enumerate() {
+            let Some(c) = target else { continue };
+            let v = match fields.get(i) {
+                Some(f) => field_to_datum(name, ty, f, &self.dialect).map_err(RecordError::Parse)?,
+                None => Datum::Null,
+            };
+            out.column(*c).append(v).map_err(RecordError::Store)?;
+        }
+        Ok(true)
     }
 }
 
@@ -281,13 +313,43 @@ impl RowDecoder for CsvDecoder {
                 self.skipped += 1;
                 Ok(())
             }
-            Err(e) => Err(RsqlError::data("csv", format!("{e}; set 'csv.ignore-parse-errors' = 'true' to skip such records"))),
+            Err(e) => Err(parse_error(e)),
         }
+    }
+
+    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
+        let identity = std::mem::take(&mut self.identity);
+        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
+        self.identity = identity;
+        r
+    }
+
+    /// Appends the record field by field; a record that fails leaves nothing behind.
+    fn decode_columns(&mut self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows, complete: &mut CompleteRow<'_>) -> Result<()> {
+        let r = match self.append(bytes, targets, out) {
+            Ok(false) => return Ok(()),
+            Ok(true) => complete(out, RowKind::Insert),
+            Err(RecordError::Parse(_)) if self.ignore_parse_errors => {
+                self.skipped += 1;
+                out.rollback()?;
+                return Ok(());
+            }
+            Err(RecordError::Parse(e)) => Err(parse_error(e)),
+            Err(RecordError::Store(e)) => Err(e),
+        };
+        if r.is_err() {
+            out.rollback()?;
+        }
+        r
     }
 
     fn skipped(&self) -> u64 {
         self.skipped
     }
+}
+
+fn parse_error(e: String) -> RsqlError {
+    RsqlError::data("csv", format!("{e}; set 'csv.ignore-parse-errors' = 'true' to skip such records"))
 }
 
 /// Finds where CSV records end in `data` (after each line break outside quotes). Returns the end

@@ -10,7 +10,7 @@ use rsql_common::builder::Datum;
 use rsql_common::types::{FlinkType, LogicalType};
 use rsql_common::{Result, RowKind, RsqlError};
 
-use super::{FormatOpts, RowDecoder, RowEncoder};
+use super::{CompleteRow, DecodedRows, FormatOpts, RowDecoder, RowEncoder};
 
 fn check(columns: &[(String, LogicalType)], fo: &FormatOpts<'_>) -> Result<(LogicalType, bool)> {
     if columns.len() != 1 {
@@ -79,9 +79,10 @@ impl RawDecoder {
     }
 }
 
-impl RowDecoder for RawDecoder {
-    fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
-        let d = match self.ty.ty {
+impl RawDecoder {
+    /// The message as the column's one value.
+    fn value(&self, bytes: &[u8]) -> Result<Datum> {
+        Ok(match self.ty.ty {
             FlinkType::Char(_) | FlinkType::Varchar(_) => Datum::Str(
                 std::str::from_utf8(bytes)
                     .map_err(|e| RsqlError::data("raw", format!("column '{}': the message is not UTF-8 text ({e})", self.name)))?
@@ -96,8 +97,31 @@ impl RowDecoder for RawDecoder {
             FlinkType::Float => Datum::Float(f32::from_be_bytes(self.fixed::<4>(bytes)?) as f64),
             FlinkType::Double => Datum::Float(f64::from_be_bytes(self.fixed::<8>(bytes)?)),
             _ => return Err(RsqlError::unsupported(format!("format 'raw' cannot read {}", self.ty))),
-        };
-        emit(RowKind::Insert, vec![d])
+        })
+    }
+}
+
+impl RowDecoder for RawDecoder {
+    fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
+        emit(RowKind::Insert, vec![self.value(bytes)?])
+    }
+
+    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
+        self.decode_columns(bytes, &[Some(0)], out, &mut |out, kind| out.commit(kind))
+    }
+
+    /// The one value goes straight into its column.
+    fn decode_columns(&mut self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows, complete: &mut CompleteRow<'_>) -> Result<()> {
+        let v = self.value(bytes)?;
+        let r = match targets.first().copied().flatten() {
+            Some(c) => out.column(c).append(v),
+            None => Ok(()),
+        }
+        .and_then(|()| complete(out, RowKind::Insert));
+        if r.is_err() {
+            out.rollback()?;
+        }
+        r
     }
 
     fn decode_null(&mut self, emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
