@@ -47,8 +47,6 @@ struct Common {
     skipped: u64,
     /// Scratch for [`ObjectReader::append`].
     slots: Vec<usize>,
-    /// Column `i` to column `i`: decoding into a batch of the decoder's own columns.
-    identity: Vec<Option<usize>>,
 }
 
 impl Common {
@@ -60,7 +58,6 @@ impl Common {
             ignore_parse_errors: fo.bool("ignore-parse-errors", false)?,
             skipped: 0,
             slots: Vec::with_capacity(columns.len()),
-            identity: (0..columns.len()).map(Some).collect(),
         })
     }
 
@@ -187,13 +184,6 @@ impl DebeziumJsonDecoder {
 const FULL_BEFORE_IMAGES: &str = " in an update; the source database must log full before images (for Postgres: REPLICA IDENTITY FULL)";
 
 impl RowDecoder for DebeziumJsonDecoder {
-    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
-        let identity = std::mem::take(&mut self.common.identity);
-        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
-        self.common.identity = identity;
-        r
-    }
-
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
         self.common.decode_with(bytes, |root| Self::plan(self.schema_include, root), emit)
     }
@@ -294,13 +284,6 @@ impl CanalJsonDecoder {
 }
 
 impl RowDecoder for CanalJsonDecoder {
-    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
-        let identity = std::mem::take(&mut self.common.identity);
-        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
-        self.common.identity = identity;
-        r
-    }
-
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
         self.common.decode_with(bytes, |root| Self::plan(&self.database, &self.table, root), emit)
     }
@@ -347,13 +330,6 @@ impl MaxwellJsonDecoder {
 }
 
 impl RowDecoder for MaxwellJsonDecoder {
-    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
-        let identity = std::mem::take(&mut self.common.identity);
-        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
-        self.common.identity = identity;
-        r
-    }
-
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()> {
         self.common.decode_with(bytes, |root| Self::plan(root), emit)
     }

@@ -236,8 +236,6 @@ pub struct CsvDecoder {
     dialect: CsvDialect,
     ignore_parse_errors: bool,
     skipped: u64,
-    /// Column `i` to column `i`: decoding into a batch of the decoder's own columns.
-    identity: Vec<Option<usize>>,
 }
 
 /// Why a record could not be appended.
@@ -256,7 +254,6 @@ impl CsvDecoder {
             dialect: CsvDialect::from_opts(fo)?,
             ignore_parse_errors: fo.bool("ignore-parse-errors", false)?,
             skipped: 0,
-            identity: (0..columns.len()).map(Some).collect(),
         })
     }
 
@@ -315,13 +312,6 @@ impl RowDecoder for CsvDecoder {
             }
             Err(e) => Err(parse_error(e)),
         }
-    }
-
-    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
-        let identity = std::mem::take(&mut self.identity);
-        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
-        self.identity = identity;
-        r
     }
 
     /// Appends the record field by field; a record that fails leaves nothing behind.

@@ -729,8 +729,6 @@ pub struct JsonDecoder {
     reader: ObjectReader,
     ignore_parse_errors: bool,
     skipped: u64,
-    /// Column `i` to column `i`: decoding into a batch of the decoder's own columns.
-    identity: Vec<Option<usize>>,
     /// Scratch: where each column's field is in the current message.
     slots: Vec<usize>,
 }
@@ -750,7 +748,6 @@ impl JsonDecoder {
             reader: ObjectReader::new(columns, fail),
             ignore_parse_errors: ignore,
             skipped: 0,
-            identity: (0..columns.len()).map(Some).collect(),
             slots: Vec::with_capacity(columns.len()),
         })
     }
@@ -774,13 +771,6 @@ impl RowDecoder for JsonDecoder {
                 format!("{e}; set 'json.ignore-parse-errors' = 'true' to skip such messages"),
             )),
         }
-    }
-
-    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
-        let identity = std::mem::take(&mut self.identity);
-        let r = self.decode_columns(bytes, &identity, out, &mut |out, kind| out.commit(kind));
-        self.identity = identity;
-        r
     }
 
     fn decode_columns(

@@ -256,14 +256,31 @@ pub fn append_values(
 }
 
 /// Turns one message into zero or more rows.
+/// Column `i` to column `i`, for decoding into a batch of the decoder's own columns.
+const IDENTITY: [Option<usize>; 64] = {
+    let mut a = [None; 64];
+    let mut i = 0;
+    while i < 64 {
+        a[i] = Some(i);
+        i += 1;
+    }
+    a
+};
+
 pub trait RowDecoder: Send {
     /// Decodes `bytes` and hands every row to `emit`, values in the decoder's column order.
     /// With the format's `ignore-parse-errors` a bad message is skipped and counted instead.
     fn decode_with(&mut self, bytes: &[u8], emit: &mut dyn FnMut(RowKind, Vec<Datum>) -> Result<()>) -> Result<()>;
 
-    /// Decodes `bytes` into `out` (whose columns are the decoder's).
+    /// Decodes `bytes` into `out` (whose columns are the decoder's), through
+    /// [`RowDecoder::decode_columns`].
     fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
-        self.decode_with(bytes, &mut |kind, values| out.push(kind, values))
+        let n = out.schema().fields().len();
+        let commit: &mut CompleteRow<'_> = &mut |out, kind| out.commit(kind);
+        match IDENTITY.get(..n) {
+            Some(targets) => self.decode_columns(bytes, targets, out, commit),
+            None => self.decode_columns(bytes, &(0..n).map(Some).collect::<Vec<_>>(), out, commit),
+        }
     }
 
     /// Decodes `bytes` into columns of `out`: field `i` of the decoder's columns goes to column

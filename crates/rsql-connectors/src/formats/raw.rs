@@ -106,10 +106,6 @@ impl RowDecoder for RawDecoder {
         emit(RowKind::Insert, vec![self.value(bytes)?])
     }
 
-    fn decode(&mut self, bytes: &[u8], out: &mut DecodedRows) -> Result<()> {
-        self.decode_columns(bytes, &[Some(0)], out, &mut |out, kind| out.commit(kind))
-    }
-
     /// The one value goes straight into its column.
     fn decode_columns(&mut self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows, complete: &mut CompleteRow<'_>) -> Result<()> {
         let v = self.value(bytes)?;
