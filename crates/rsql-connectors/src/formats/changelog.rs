@@ -9,8 +9,8 @@ use rsql_common::builder::Datum;
 use rsql_common::types::LogicalType;
 use rsql_common::{Result, RowKind, RsqlError};
 
-use super::json::{check_json_types, field_prefixes, parse, write_object, FieldError, JVal, JsonWriteOptions, ObjectReader};
-use super::{CompleteRow, DecodedRows, FormatOpts, RowDecoder, RowEncoder};
+use super::json::{check_json_types, field_prefixes, parse, write_object, JVal, JsonWriteOptions, ObjectReader};
+use super::{AppendError, CompleteRow, DecodedRows, FormatOpts, ParseErrors, RowDecoder, RowEncoder};
 
 /// One row of a changelog message: its kind, the object holding its fields, the object that
 /// supplies the fields it lacks (canal's and maxwell's `old` holds only what an update changed,
@@ -41,10 +41,8 @@ impl<'v, 'a> Part<'v, 'a> {
 
 /// What the three decoders share: the row reader, error handling and counting.
 struct Common {
-    format: &'static str,
     reader: ObjectReader,
-    ignore_parse_errors: bool,
-    skipped: u64,
+    errors: ParseErrors,
     /// Scratch for [`ObjectReader::append`].
     slots: Vec<usize>,
 }
@@ -53,22 +51,10 @@ impl Common {
     fn new(format: &'static str, columns: &[(String, LogicalType)], fo: &FormatOpts<'_>) -> Result<Self> {
         check_json_types(columns, format, "read")?;
         Ok(Common {
-            format,
             reader: ObjectReader::new(columns, false),
-            ignore_parse_errors: fo.bool("ignore-parse-errors", false)?,
-            skipped: 0,
+            errors: ParseErrors::new(format, "messages", fo.bool("ignore-parse-errors", false)?),
             slots: Vec::with_capacity(columns.len()),
         })
-    }
-
-    /// A message that does not decode: skipped and counted with `ignore-parse-errors`, else an
-    /// error.
-    fn bad(&mut self, e: String) -> Result<()> {
-        if self.ignore_parse_errors {
-            self.skipped += 1;
-            return Ok(());
-        }
-        Err(RsqlError::data(self.format, format!("{e}; set '{}.ignore-parse-errors' = 'true' to skip such messages", self.format)))
     }
 
     /// Decodes a message through rows of values: every row is read before any is handed on.
@@ -81,7 +67,7 @@ impl Common {
         let root = match parse(bytes) {
             Ok(None) => return Ok(()),
             Ok(Some(root)) => root,
-            Err(e) => return self.bad(format!("malformed JSON: {e}")),
+            Err(e) => return self.errors.bad(format!("malformed JSON: {e}")),
         };
         let rows: std::result::Result<Vec<(RowKind, Vec<Datum>)>, String> = plan(&root).and_then(|parts| {
             parts.iter().map(|p| self.reader.read(p.obj, p.fallback).map(|r| (p.kind, r)).map_err(|e| p.error(&e))).collect()
@@ -93,7 +79,7 @@ impl Common {
                 }
                 Ok(())
             }
-            Err(e) => self.bad(e),
+            Err(e) => self.errors.bad(e),
         }
     }
 
@@ -110,30 +96,25 @@ impl Common {
         let root = match parse(bytes) {
             Ok(None) => return Ok(()),
             Ok(Some(root)) => root,
-            Err(e) => return self.bad(format!("malformed JSON: {e}")),
+            Err(e) => return self.errors.bad(format!("malformed JSON: {e}")),
         };
         let parts = match plan(&root) {
             Ok(parts) => parts,
-            Err(e) => return self.bad(e),
+            Err(e) => return self.errors.bad(e),
         };
         let start = out.len();
+        let mut done = Ok(());
         for p in &parts {
-            let r = match self.reader.append(p.obj, p.fallback, targets, out, &mut self.slots) {
-                Ok(()) => complete(out, p.kind),
-                Err(FieldError::Parse(e)) => {
-                    out.rollback()?;
-                    out.rollback_to(start)?;
-                    return self.bad(p.error(&e));
-                }
-                Err(FieldError::Store(e)) => Err(e),
+            done = match self.reader.append(p.obj, p.fallback, targets, out, &mut self.slots) {
+                Ok(()) => complete(out, p.kind).map_err(AppendError::Store),
+                Err(AppendError::Parse(e)) => Err(AppendError::Parse(p.error(&e))),
+                Err(store) => Err(store),
             };
-            if let Err(e) = r {
-                out.rollback()?;
-                out.rollback_to(start)?;
-                return Err(e);
+            if done.is_err() {
+                break;
             }
         }
-        Ok(())
+        self.errors.settle(out, start, done)
     }
 }
 
@@ -193,7 +174,7 @@ impl RowDecoder for DebeziumJsonDecoder {
     }
 
     fn skipped(&self) -> u64 {
-        self.common.skipped
+        self.common.errors.skipped
     }
 }
 
@@ -293,7 +274,7 @@ impl RowDecoder for CanalJsonDecoder {
     }
 
     fn skipped(&self) -> u64 {
-        self.common.skipped
+        self.common.errors.skipped
     }
 }
 
@@ -339,7 +320,7 @@ impl RowDecoder for MaxwellJsonDecoder {
     }
 
     fn skipped(&self) -> u64 {
-        self.common.skipped
+        self.common.errors.skipped
     }
 }
 

@@ -18,7 +18,7 @@ use rsql_common::{Result, RowKind, RsqlError};
 
 use super::json::timestamp_micros;
 use super::text::*;
-use super::{CompleteRow, DecodedRows, FormatOpts, RowDecoder, RowEncoder};
+use super::{AppendError, CompleteRow, DecodedRows, FormatOpts, ParseErrors, RowDecoder, RowEncoder};
 
 /// The shape of the CSV text: delimiter, quoting, escaping, comments.
 #[derive(Clone, Debug)]
@@ -234,16 +234,7 @@ fn check_csv_types(columns: &[(String, LogicalType)], what: &str) -> Result<()> 
 pub struct CsvDecoder {
     columns: Vec<(String, LogicalType)>,
     dialect: CsvDialect,
-    ignore_parse_errors: bool,
-    skipped: u64,
-}
-
-/// Why a record could not be appended.
-enum RecordError {
-    /// The record does not parse (skipped with `ignore-parse-errors`).
-    Parse(String),
-    /// A column refused a value (a NULL in a NOT NULL column).
-    Store(RsqlError),
+    errors: ParseErrors,
 }
 
 impl CsvDecoder {
@@ -252,8 +243,7 @@ impl CsvDecoder {
         Ok(CsvDecoder {
             columns: columns.to_vec(),
             dialect: CsvDialect::from_opts(fo)?,
-            ignore_parse_errors: fo.bool("ignore-parse-errors", false)?,
-            skipped: 0,
+            errors: ParseErrors::new("csv", "records", fo.bool("ignore-parse-errors", false)?),
         })
     }
 
@@ -287,15 +277,15 @@ impl CsvDecoder {
 
     /// Appends the record's fields straight into the columns `targets` names; false for a blank
     /// line or a comment. On error some columns may hold the record's first values.
-    fn append(&self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows) -> std::result::Result<bool, RecordError> {
-        let Some(fields) = self.fields(bytes).map_err(RecordError::Parse)? else { return Ok(false) };
+    fn append(&self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows) -> std::result::Result<bool, AppendError> {
+        let Some(fields) = self.fields(bytes).map_err(AppendError::Parse)? else { return Ok(false) };
         for (i, ((name, ty), target)) in self.columns.iter().zip(targets).enumerate() {
             let Some(c) = target else { continue };
             let v = match fields.get(i) {
-                Some(f) => field_to_datum(name, ty, f, &self.dialect).map_err(RecordError::Parse)?,
+                Some(f) => field_to_datum(name, ty, f, &self.dialect).map_err(AppendError::Parse)?,
                 None => Datum::Null,
             };
-            out.column(*c).append(v).map_err(RecordError::Store)?;
+            out.column(*c).append(v).map_err(AppendError::Store)?;
         }
         Ok(true)
     }
@@ -306,40 +296,24 @@ impl RowDecoder for CsvDecoder {
         match self.row(bytes) {
             Ok(Some(r)) => emit(RowKind::Insert, r),
             Ok(None) => Ok(()),
-            Err(_) if self.ignore_parse_errors => {
-                self.skipped += 1;
-                Ok(())
-            }
-            Err(e) => Err(parse_error(e)),
+            Err(e) => self.errors.bad(e),
         }
     }
 
     /// Appends the record field by field; a record that fails leaves nothing behind.
     fn decode_columns(&mut self, bytes: &[u8], targets: &[Option<usize>], out: &mut DecodedRows, complete: &mut CompleteRow<'_>) -> Result<()> {
-        let r = match self.append(bytes, targets, out) {
+        let start = out.len();
+        let done = match self.append(bytes, targets, out) {
             Ok(false) => return Ok(()),
-            Ok(true) => complete(out, RowKind::Insert),
-            Err(RecordError::Parse(_)) if self.ignore_parse_errors => {
-                self.skipped += 1;
-                out.rollback()?;
-                return Ok(());
-            }
-            Err(RecordError::Parse(e)) => Err(parse_error(e)),
-            Err(RecordError::Store(e)) => Err(e),
+            Ok(true) => complete(out, RowKind::Insert).map_err(AppendError::Store),
+            Err(e) => Err(e),
         };
-        if r.is_err() {
-            out.rollback()?;
-        }
-        r
+        self.errors.settle(out, start, done)
     }
 
     fn skipped(&self) -> u64 {
-        self.skipped
+        self.errors.skipped
     }
-}
-
-fn parse_error(e: String) -> RsqlError {
-    RsqlError::data("csv", format!("{e}; set 'csv.ignore-parse-errors' = 'true' to skip such records"))
 }
 
 /// Finds where CSV records end in `data` (after each line break outside quotes). Returns the end

@@ -15,7 +15,7 @@ use rsql_common::types::{FlinkType, LogicalType};
 use rsql_common::{Result, RowKind, RsqlError};
 
 use super::text::*;
-use super::{CompleteRow, DecodedRows, FormatOpts, RowDecoder, RowEncoder};
+use super::{AppendError, CompleteRow, DecodedRows, FormatOpts, ParseErrors, RowDecoder, RowEncoder};
 
 /// Deepest nesting the parser accepts (deeper input is an error, never a stack overflow).
 const MAX_DEPTH: usize = 128;
@@ -597,13 +597,6 @@ impl ObjectReader {
     }
 }
 
-/// Why a field could not be appended to its column.
-pub(crate) enum FieldError {
-    /// The input does not fit the column (skipped with `ignore-parse-errors`).
-    Parse(String),
-    /// The column refused the value (a NULL in a NOT NULL column).
-    Store(RsqlError),
-}
 
 impl ObjectReader {
     /// Appends the fields of `obj` straight into the columns of `out` that `targets` names
@@ -618,10 +611,10 @@ impl ObjectReader {
         targets: &[Option<usize>],
         out: &mut DecodedRows,
         slots: &mut Vec<usize>,
-    ) -> std::result::Result<(), FieldError> {
+    ) -> std::result::Result<(), AppendError> {
         let fields = match obj {
             JVal::Obj(f) => f,
-            other => return Err(FieldError::Parse(format!("expected a JSON object but found {}", other.kind()))),
+            other => return Err(AppendError::Parse(format!("expected a JSON object but found {}", other.kind()))),
         };
         let spare: &'v [(Cow<'a, str>, JVal<'a>)] = fallback.and_then(JVal::fields).unwrap_or(&[]);
         // Column -> index of its field in `fields` (the last one when a name repeats), or in
@@ -651,11 +644,11 @@ impl ObjectReader {
             };
             match (slot, target) {
                 (None, _) if self.fail_on_missing_field => {
-                    return Err(FieldError::Parse(format!("could not find field with name '{name}'")))
+                    return Err(AppendError::Parse(format!("could not find field with name '{name}'")))
                 }
                 (_, None) => {}
                 (Some(v), Some(c)) => append_json(out.column(*c), name, ty, v, self.fail_on_missing_field)?,
-                (None, Some(c)) => out.column(*c).append_null().map_err(FieldError::Store)?,
+                (None, Some(c)) => out.column(*c).append_null().map_err(AppendError::Store)?,
             }
         }
         Ok(())
@@ -665,7 +658,7 @@ impl ObjectReader {
 /// Appends one JSON value to its column with the conversions of [`to_datum`]: the common cases
 /// (numbers into numeric columns, strings into STRING and temporal columns, booleans, NULL)
 /// go straight into the typed Arrow builder; anything else through a value.
-fn append_json(col: &mut ColumnBuilder, name: &str, ty: &LogicalType, v: &JVal<'_>, fail_on_missing: bool) -> std::result::Result<(), FieldError> {
+fn append_json(col: &mut ColumnBuilder, name: &str, ty: &LogicalType, v: &JVal<'_>, fail_on_missing: bool) -> std::result::Result<(), AppendError> {
     macro_rules! put {
         ($b:ty, $v:expr) => {
             if let Some(b) = col.typed::<$b>() {
@@ -675,7 +668,7 @@ fn append_json(col: &mut ColumnBuilder, name: &str, ty: &LogicalType, v: &JVal<'
         };
     }
     match (&ty.ty, v) {
-        (_, JVal::Null) if ty.nullable => return col.append_null().map_err(FieldError::Store),
+        (_, JVal::Null) if ty.nullable => return col.append_null().map_err(AppendError::Store),
         (FlinkType::Int, JVal::Num(n)) if is_integral(n) => {
             if let Ok(x) = n.parse::<i32>() {
                 put!(Int32Builder, x)
@@ -720,15 +713,14 @@ fn append_json(col: &mut ColumnBuilder, name: &str, ty: &LogicalType, v: &JVal<'
         }
         _ => {}
     }
-    let d = to_datum(name, ty, v, fail_on_missing).map_err(FieldError::Parse)?;
-    col.append(d).map_err(FieldError::Store)
+    let d = to_datum(name, ty, v, fail_on_missing).map_err(AppendError::Parse)?;
+    col.append(d).map_err(AppendError::Store)
 }
 
 /// Decoder of the `json` format.
 pub struct JsonDecoder {
     reader: ObjectReader,
-    ignore_parse_errors: bool,
-    skipped: u64,
+    errors: ParseErrors,
     /// Scratch: where each column's field is in the current message.
     slots: Vec<usize>,
 }
@@ -746,8 +738,7 @@ impl JsonDecoder {
         }
         Ok(JsonDecoder {
             reader: ObjectReader::new(columns, fail),
-            ignore_parse_errors: ignore,
-            skipped: 0,
+            errors: ParseErrors::new("json", "messages", ignore),
             slots: Vec::with_capacity(columns.len()),
         })
     }
@@ -762,14 +753,7 @@ impl RowDecoder for JsonDecoder {
         };
         match row {
             Ok(r) => emit(RowKind::Insert, r),
-            Err(_) if self.ignore_parse_errors => {
-                self.skipped += 1;
-                Ok(())
-            }
-            Err(e) => Err(RsqlError::data(
-                "json",
-                format!("{e}; set 'json.ignore-parse-errors' = 'true' to skip such messages"),
-            )),
+            Err(e) => self.errors.bad(e),
         }
     }
 
@@ -780,31 +764,18 @@ impl RowDecoder for JsonDecoder {
         out: &mut DecodedRows,
         complete: &mut CompleteRow<'_>,
     ) -> Result<()> {
+        let start = out.len();
         let appended = match parse(bytes) {
             Ok(None) => return Ok(()),
             Ok(Some(v)) => self.reader.append(&v, None, targets, out, &mut self.slots),
-            Err(e) => Err(FieldError::Parse(format!("malformed JSON: {e}"))),
+            Err(e) => Err(AppendError::Parse(format!("malformed JSON: {e}"))),
         };
-        let r = match appended {
-            Ok(()) => complete(out, RowKind::Insert),
-            Err(FieldError::Parse(_)) if self.ignore_parse_errors => {
-                self.skipped += 1;
-                out.rollback()?;
-                return Ok(());
-            }
-            Err(FieldError::Parse(e)) => {
-                Err(RsqlError::data("json", format!("{e}; set 'json.ignore-parse-errors' = 'true' to skip such messages")))
-            }
-            Err(FieldError::Store(e)) => Err(e),
-        };
-        if r.is_err() {
-            out.rollback()?;
-        }
-        r
+        let done = appended.and_then(|()| complete(out, RowKind::Insert).map_err(AppendError::Store));
+        self.errors.settle(out, start, done)
     }
 
     fn skipped(&self) -> u64 {
-        self.skipped
+        self.errors.skipped
     }
 }
 

@@ -256,6 +256,53 @@ pub fn append_values(
 }
 
 /// Turns one message into zero or more rows.
+/// Why a message could not be appended to the columns field by field.
+pub(crate) enum AppendError {
+    /// The input does not fit the columns (skipped with `ignore-parse-errors`).
+    Parse(String),
+    /// A column refused a value (a NULL in a NOT NULL column), or the caller could not complete
+    /// the row.
+    Store(RsqlError),
+}
+
+/// A format's `ignore-parse-errors`: a message that does not parse is skipped and counted, or
+/// stops the job with how to skip it.
+pub(crate) struct ParseErrors {
+    format: &'static str,
+    /// What the format's messages are called in the error ("messages", "records").
+    unit: &'static str,
+    ignore: bool,
+    pub(crate) skipped: u64,
+}
+
+impl ParseErrors {
+    pub(crate) fn new(format: &'static str, unit: &'static str, ignore: bool) -> Self {
+        ParseErrors { format, unit, ignore, skipped: 0 }
+    }
+
+    /// A message that does not parse.
+    pub(crate) fn bad(&mut self, e: String) -> Result<()> {
+        if self.ignore {
+            self.skipped += 1;
+            return Ok(());
+        }
+        Err(RsqlError::data(self.format, format!("{e}; set '{}.ignore-parse-errors' = 'true' to skip such {}", self.format, self.unit)))
+    }
+
+    /// Ends a message appended field by field into `out`, whose rows before it are the first
+    /// `start`: on an error the message's values and rows are rolled back, and a parse error is
+    /// skipped or reported as [`ParseErrors::bad`] says.
+    pub(crate) fn settle(&mut self, out: &mut DecodedRows, start: usize, appended: std::result::Result<(), AppendError>) -> Result<()> {
+        let Err(e) = appended else { return Ok(()) };
+        out.rollback()?;
+        out.rollback_to(start)?;
+        match e {
+            AppendError::Parse(e) => self.bad(e),
+            AppendError::Store(e) => Err(e),
+        }
+    }
+}
+
 /// Column `i` to column `i`, for decoding into a batch of the decoder's own columns.
 const IDENTITY: [Option<usize>; 64] = {
     let mut a = [None; 64];
