@@ -324,7 +324,7 @@ impl KafkaTable {
 
         let sink_parallelism = match opts.opt_int("sink.parallelism")? {
             None => 1,
-            Some(n) if n >= 1 && n <= 1024 => n as usize,
+            Some(n) if (1..=1024).contains(&n) => n as usize,
             Some(n) => {
                 return Err(opts.error(
                     "sink.parallelism",
