@@ -254,41 +254,42 @@ impl ScalarUDFImpl for JavaTime {
             Kind::ToTimestamp | Kind::ToDate | Kind::UnixTimestamp => {
                 let s = cast(&first, &DataType::Utf8)?;
                 let s = s.as_string::<i32>();
-                let mut parsed: Vec<Option<NaiveDateTime>> = Vec::with_capacity(s.len());
-                let mut nulls = Vec::with_capacity(s.len());
+                // Per row: None for a NULL argument, Some(None) for a string that does not parse.
+                let mut parsed: Vec<Option<Option<NaiveDateTime>>> = Vec::with_capacity(s.len());
                 for i in 0..s.len() {
                     let p = pattern_at(i);
                     if s.is_null(i) || matches!(p, Some(None)) {
                         parsed.push(None);
-                        nulls.push(true);
                         continue;
                     }
-                    nulls.push(false);
                     let text = s.value(i);
-                    parsed.push(match (kind, p.flatten()) {
+                    parsed.push(Some(match (kind, p.flatten()) {
                         (Kind::ToTimestamp, None) => parse_default_timestamp(text),
                         (Kind::ToDate, None) => parse_default_date(text),
                         // SimpleDateFormat: the text may go on after the pattern.
                         (Kind::UnixTimestamp, p) => parse_items(&cache.compile(p.unwrap_or(DEFAULT_TIMESTAMP), kind)?, text, true),
                         (_, Some(p)) => parse_items(&cache.compile(p, kind)?, text, false),
                         (Kind::DateFormat | Kind::FromUnixtime, None) => None,
-                    });
+                    }));
                 }
                 match kind {
                     Kind::ToTimestamp => Arc::new(
                         parsed
                             .iter()
-                            .map(|t| t.map(|t| t.and_utc().timestamp_millis() * 1000))
+                            .map(|t| t.flatten().map(|t| t.and_utc().timestamp_millis() * 1000))
                             .collect::<TimestampMicrosecondArray>(),
                     ),
                     Kind::ToDate => Arc::new(
-                        parsed.iter().map(|t| t.map(|t| t.date().num_days_from_ce() - EPOCH_DAYS_CE)).collect::<Date32Array>(),
+                        parsed
+                            .iter()
+                            .map(|t| t.flatten().map(|t| t.date().num_days_from_ce() - EPOCH_DAYS_CE))
+                            .collect::<Date32Array>(),
                     ),
+                    // A string that does not parse is BIGINT's smallest value, as in Flink.
                     _ => Arc::new(
                         parsed
                             .iter()
-                            .zip(&nulls)
-                            .map(|(t, null)| if *null { None } else { Some(t.map(|t| t.and_utc().timestamp()).unwrap_or(i64::MIN)) })
+                            .map(|t| t.map(|t| t.map(|t| t.and_utc().timestamp()).unwrap_or(i64::MIN)))
                             .collect::<Int64Array>(),
                     ),
                 }
@@ -301,7 +302,6 @@ impl ScalarUDFImpl for JavaTime {
 fn now_missing(kind: Kind) -> DfResult<ColumnarValue> {
     exec_err!("{} needs an argument", kind.shown())
 }
-
 
 /// TO_DATE's layout without a pattern: `yyyy-MM-dd`, optionally followed by a time after a
 /// space (`2024-01-02 03:04:05` is 2024-01-02, as in Flink).
